@@ -1,0 +1,11 @@
+//! Vercel function: POST /api/slack/actions — Slack interactive buttons.
+//! Thin by design: all behaviour lives in the `rollback_guard` library.
+
+use rollback_guard::vercel;
+use vercel_runtime::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let app = vercel::init();
+    run(service_fn(move |req, state| vercel::handle(app.clone(), req, state))).await
+}

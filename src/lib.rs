@@ -1,0 +1,37 @@
+//! rollback-guard: watches a Vercel production app, detects bad deployments,
+//! asks a human to approve a rollback through signed links, and executes it.
+//!
+//! # Layout
+//! - [`config`]: the only reader of environment variables; typed [`config::Config`]
+//!   plus the TOML [`policy`] file.
+//! - [`policy`]: the operator's policy (environments, probes, rules, channels,
+//!   database) with the seed's default thresholds. Pure data plus validation.
+//! - [`clock`]: time as an injected dependency; the pure core never reads the clock.
+//! - [`audit`]: the hash chain over the append-only audit log (pure).
+//! - [`store`]: the `Store` contract and its three backends (Postgres, Redis, SQLite).
+//! - [`lease`]: cron idempotency on top of store leases.
+//! - [`app`]: application-wide state shared by every request.
+//! - [`http`]: the one router used by every Vercel function, the dev server and tests.
+//! - [`error`]: `ApiError` and every mapping from module errors to HTTP.
+//! - [`server`]: the local HTTP server (dev and tests); [`vercel`]: the adapter
+//!   from `vercel_runtime` requests to the router.
+//!
+//! # Architecture invariants
+//! - `policy`, `audit`, `duration` do no I/O and never read the clock or the environment.
+//! - Only `config` reads environment variables.
+//! - Only `error` decides HTTP status codes for module errors.
+
+pub mod app;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod http;
+pub mod lease;
+pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod vercel;

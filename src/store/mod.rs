@@ -1,0 +1,112 @@
+//! The `Store` contract: everything the guard persists, behind one trait with
+//! three backends — Postgres (primary, Neon-compatible), Redis (Upstash-
+//! compatible) and embedded SQLite (zero-setup default). The same contract
+//! test suite (`tests/store_contract.rs`) runs against all three.
+//!
+//! Time is always passed in; backends never read the clock, so expiry
+//! behaves identically everywhere and is testable without sleeping.
+
+mod postgres;
+mod redis;
+mod sqlite;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::clock::Timestamp;
+use crate::config::StoreConfig;
+pub use postgres::PostgresStore;
+pub use redis::RedisStore;
+pub use sqlite::SqliteStore;
+pub use types::{Deployment, DeploymentState};
+
+/// A store failure. Every variant is transient from a caller's point of view
+/// except `Corrupt`: webhook senders get a 503 and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or the connection broke.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with an error.
+    #[error("store query failed: {0}")]
+    Query(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A record the call depends on does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Optimistic concurrency lost too many times in a row.
+    #[error("store contention: {0}")]
+    Contention(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the guard persists. Implementations must be safe to call from
+/// many instances at once (Vercel runs functions concurrently).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Backend name: `postgres`, `redis` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Round-trips to the backend.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates or upgrades the guard's own schema. Idempotent and safe to run
+    /// concurrently from several instances. Returns the schema version.
+    async fn migrate(&self) -> StoreResult<u32>;
+
+    /// Takes the lease `name` for `holder` until `now + ttl`. Succeeds if the
+    /// lease is free, expired, or already held by `holder` (which renews it).
+    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool>;
+
+    /// Gives the lease back if `holder` still has it. Returns whether it did.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
+
+    /// Records `key` in `scope` the first time it is seen; returns `false` if
+    /// an unexpired claim exists. Used for webhook dedupe and single-use nonces.
+    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool>;
+
+    /// Appends to the hash-chained audit log; sequencing is atomic across instances.
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord>;
+
+    /// Up to `limit` records with `seq > after`, oldest first.
+    async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Inserts or replaces a deployment (keyed by id).
+    async fn upsert_deployment(&self, d: &Deployment) -> StoreResult<()>;
+
+    /// One deployment by id.
+    async fn deployment(&self, id: &str) -> StoreResult<Option<Deployment>>;
+
+    /// The newest deployments of an environment, newest first.
+    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>>;
+
+    /// Marks `deployment_id` as the last known good deployment of its environment.
+    async fn set_last_known_good(&self, environment: &str, deployment_id: &str) -> StoreResult<()>;
+
+    /// The last known good deployment of an environment.
+    async fn last_known_good(&self, environment: &str) -> StoreResult<Option<Deployment>>;
+}
+
+/// Connects to the configured backend. Does not migrate; callers do that once.
+pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
+    Ok(match cfg {
+        StoreConfig::Postgres { url, schema } => Arc::new(PostgresStore::connect(url.expose(), schema)?),
+        StoreConfig::Redis { url, prefix } => Arc::new(RedisStore::connect(url.expose(), prefix).await?),
+        StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+    })
+}
+
+/// How many times optimistic appends retry before giving up.
+pub(crate) const MAX_APPEND_ATTEMPTS: usize = 50;
+
+fn ttl_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}

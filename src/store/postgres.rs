@@ -1,0 +1,346 @@
+//! Postgres backend (primary; Neon-compatible). The guard's tables live in
+//! their own schema (`rollback_guard` by default) beside the app's Prisma
+//! tables. Only transaction-scoped advisory locks are used, so the pooled
+//! (PgBouncer transaction mode) URL works too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Row;
+
+use super::{ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult};
+use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use crate::clock::Timestamp;
+
+/// Schema migrations, applied in order; `{s}` is the guard's schema.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE {s}.leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE {s}.once_claims (
+    scope      text NOT NULL,
+    key        text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE {s}.audit_log (
+    seq       bigint PRIMARY KEY,
+    at        timestamptz NOT NULL,
+    actor     text NOT NULL,
+    action    text NOT NULL,
+    subject   text NOT NULL,
+    detail    text NOT NULL,
+    prev_hash text NOT NULL,
+    hash      text NOT NULL
+);
+CREATE TABLE {s}.deployments (
+    id          text PRIMARY KEY,
+    environment text NOT NULL,
+    url         text NOT NULL,
+    state       text NOT NULL,
+    git_sha     text,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    meta        jsonb NOT NULL
+);
+CREATE INDEX deployments_env_created ON {s}.deployments (environment, created_at DESC, id DESC);
+CREATE TABLE {s}.last_known_good (
+    environment   text PRIMARY KEY,
+    deployment_id text NOT NULL REFERENCES {s}.deployments (id)
+);
+"#];
+
+/// Parameter `$n` (milliseconds) as a timestamptz inside SQL.
+fn ts(n: usize) -> String {
+    format!("to_timestamp(${n}::float8 / 1000)")
+}
+/// timestamptz → milliseconds inside SQL.
+fn ms(col: &str) -> String {
+    format!("(extract(epoch from {col}) * 1000)::int8")
+}
+
+/// Postgres-backed [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+}
+
+impl PostgresStore {
+    /// Builds a lazy pool; no connection is made until the first call.
+    /// For loopback hosts without an explicit `sslmode`, TLS is off (local
+    /// servers usually have no trusted certificate); elsewhere TLS is
+    /// preferred and verified against the Mozilla roots.
+    pub fn connect(url: &str, schema: &str) -> StoreResult<Self> {
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
+        let loopback = cfg.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1"),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        if loopback && !url.contains("sslmode=") {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        cfg.connect_timeout(Duration::from_secs(5));
+        cfg.application_name("rollback-guard");
+        let mgr = Manager::from_config(cfg, tls(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(8)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool, schema: schema.to_string() })
+    }
+
+    /// Drops the guard's schema and everything in it (tests, uninstall).
+    pub async fn drop_schema(&self) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.batch_execute(&self.sql("DROP SCHEMA IF EXISTS {s} CASCADE")).await.map_err(pg_err)
+    }
+
+    fn sql(&self, text: &str) -> String {
+        text.replace("{s}", &format!("\"{}\"", self.schema))
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Query(format!("{}: {}", db.code().code(), db.message())),
+        None if e.is_closed() => StoreError::Unavailable("connection closed".into()),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn deployment_from_row(r: &Row) -> StoreResult<Deployment> {
+    let state: String = r.get("state");
+    Ok(Deployment {
+        id: r.get("id"),
+        environment: r.get("environment"),
+        url: r.get("url"),
+        state: DeploymentState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("deployment state {state:?}")))?,
+        git_sha: r.get("git_sha"),
+        created_at: Timestamp::from_millis(r.get("created_ms")),
+        updated_at: Timestamp::from_millis(r.get("updated_ms")),
+        meta: r.get("meta"),
+    })
+}
+
+fn audit_from_row(r: &Row) -> StoreResult<AuditRecord> {
+    let detail: String = r.get("detail");
+    Ok(AuditRecord {
+        seq: r.get("seq"),
+        entry: AuditEntry {
+            at: Timestamp::from_millis(r.get("at_ms")),
+            actor: r.get("actor"),
+            action: r.get("action"),
+            subject: r.get("subject"),
+            detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+        },
+        prev_hash: r.get("prev_hash"),
+        hash: r.get("hash"),
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client().await?.simple_query("SELECT 1").await.map_err(pg_err).map(|_| ())
+    }
+
+    async fn migrate(&self) -> StoreResult<u32> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Serialises concurrent cold starts; released at commit.
+        let lock_key = format!("rollback_guard.migrate.{}", self.schema);
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key]).await.map_err(pg_err)?;
+        tx.batch_execute(&self.sql(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+                 version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        ))
+        .await
+        .map_err(pg_err)?;
+        let row = tx
+            .query_one(&self.sql("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"), &[])
+            .await
+            .map_err(pg_err)?;
+        let current: i32 = row.get(0);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            let version = i32::try_from(i + 1).expect("few migrations");
+            if version <= current {
+                continue;
+            }
+            tx.batch_execute(&self.sql(m)).await.map_err(pg_err)?;
+            tx.execute(&self.sql("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"), &[&version])
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(u32::try_from(MIGRATIONS.len()).expect("few migrations"))
+    }
+
+    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+        let sql = self.sql(&format!(
+            "INSERT INTO {{s}}.leases AS l (name, holder, expires_at) VALUES ($1, $2, {})
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+             WHERE l.expires_at <= {} OR l.holder = EXCLUDED.holder
+             RETURNING 1",
+            ts(3),
+            ts(4)
+        ));
+        let expires = now.plus(ttl).as_millis() as f64;
+        let now = now.as_millis() as f64;
+        let rows = self.client().await?.query(&sql, &[&name, &holder, &expires, &now]).await.map_err(pg_err)?;
+        Ok(rows.len() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let sql = self.sql("DELETE FROM {s}.leases WHERE name = $1 AND holder = $2");
+        let n = self.client().await?.execute(&sql, &[&name, &holder]).await.map_err(pg_err)?;
+        Ok(n == 1)
+    }
+
+    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+        let sql = self.sql(&format!(
+            "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at) VALUES ($1, $2, {})
+             ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             WHERE c.expires_at <= {}
+             RETURNING 1",
+            ts(3),
+            ts(4)
+        ));
+        let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
+        let now = now.as_millis() as f64;
+        let rows = self.client().await?.query(&sql, &[&scope, &key, &expires, &now]).await.map_err(pg_err)?;
+        Ok(rows.len() == 1)
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let lock_key = format!("rollback_guard.audit.{}", self.schema);
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key]).await.map_err(pg_err)?;
+        let head = tx
+            .query_opt(&self.sql("SELECT seq, hash FROM {s}.audit_log ORDER BY seq DESC LIMIT 1"), &[])
+            .await
+            .map_err(pg_err)?;
+        let (seq, hash) = head.map_or((0, GENESIS_HASH.to_string()), |r| (r.get(0), r.get(1)));
+        let rec = AuditRecord::chain(seq, &hash, entry);
+        let sql = self.sql(&format!(
+            "INSERT INTO {{s}}.audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
+             VALUES ($1, {}, $2, $3, $4, $5, $6, $7)",
+            ts(8)
+        ));
+        let at = rec.entry.at.as_millis() as f64;
+        let detail = rec.entry.detail.to_string();
+        tx.execute(
+            &sql,
+            &[&rec.seq, &rec.entry.actor, &rec.entry.action, &rec.entry.subject, &detail, &rec.prev_hash, &rec.hash, &at],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(rec)
+    }
+
+    async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let sql = self.sql(&format!(
+            "SELECT seq, {} AS at_ms, actor, action, subject, detail, prev_hash, hash
+             FROM {{s}}.audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            ms("at")
+        ));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.client().await?.query(&sql, &[&after, &limit]).await.map_err(pg_err)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn upsert_deployment(&self, d: &Deployment) -> StoreResult<()> {
+        let sql = self.sql(&format!(
+            "INSERT INTO {{s}}.deployments (id, environment, url, state, git_sha, created_at, updated_at, meta)
+             VALUES ($1, $2, $3, $4, $5, {}, {}, $6)
+             ON CONFLICT (id) DO UPDATE SET environment = EXCLUDED.environment, url = EXCLUDED.url,
+               state = EXCLUDED.state, git_sha = EXCLUDED.git_sha, created_at = EXCLUDED.created_at,
+               updated_at = EXCLUDED.updated_at, meta = EXCLUDED.meta",
+            ts(7),
+            ts(8)
+        ));
+        let (created, updated) = (d.created_at.as_millis() as f64, d.updated_at.as_millis() as f64);
+        self.client()
+            .await?
+            .execute(&sql, &[&d.id, &d.environment, &d.url, &d.state.as_str(), &d.git_sha, &d.meta, &created, &updated])
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn deployment(&self, id: &str) -> StoreResult<Option<Deployment>> {
+        let sql = self.sql(&format!("{} WHERE id = $1", select_deployments()));
+        let row = self.client().await?.query_opt(&sql, &[&id]).await.map_err(pg_err)?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>> {
+        let sql = self.sql(&format!(
+            "{} WHERE environment = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            select_deployments()
+        ));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.client().await?.query(&sql, &[&environment, &limit]).await.map_err(pg_err)?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    async fn set_last_known_good(&self, environment: &str, deployment_id: &str) -> StoreResult<()> {
+        let sql = self.sql(
+            "INSERT INTO {s}.last_known_good (environment, deployment_id)
+             SELECT $1, id FROM {s}.deployments WHERE id = $2
+             ON CONFLICT (environment) DO UPDATE SET deployment_id = EXCLUDED.deployment_id",
+        );
+        let n = self.client().await?.execute(&sql, &[&environment, &deployment_id]).await.map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("deployment {deployment_id}")));
+        }
+        Ok(())
+    }
+
+    async fn last_known_good(&self, environment: &str) -> StoreResult<Option<Deployment>> {
+        let sql = self.sql(&format!(
+            "{} WHERE id = (SELECT deployment_id FROM {{s}}.last_known_good WHERE environment = $1)",
+            select_deployments()
+        ));
+        let row = self.client().await?.query_opt(&sql, &[&environment]).await.map_err(pg_err)?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+}
+
+fn select_deployments() -> String {
+    format!(
+        "SELECT id, environment, url, state, git_sha, {} AS created_ms, {} AS updated_ms, meta FROM {{s}}.deployments",
+        ms("created_at"),
+        ms("updated_at")
+    )
+}

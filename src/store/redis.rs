@@ -1,0 +1,376 @@
+//! Redis backend (Upstash-compatible over `rediss://`). Every multi-step
+//! update is a Lua script, so it is atomic without WATCH (which a shared,
+//! multiplexed connection cannot use). Expiry decisions use the caller's
+//! `now`; Redis TTLs only garbage-collect.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use super::{ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult, MAX_APPEND_ATTEMPTS};
+use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use crate::clock::Timestamp;
+
+const SCHEMA_VERSION: u32 = 1;
+
+/// Takes `KEYS[1]` for `ARGV[1]` (holder) if free, expired at `ARGV[2]`
+/// (now), or already held by the same holder. The value is `expiry|holder`.
+const ACQUIRE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local sep = string.find(v, '|', 1, true)
+  local exp = tonumber(string.sub(v, 1, sep - 1))
+  local holder = string.sub(v, sep + 1)
+  if exp > tonumber(ARGV[2]) and holder ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3] .. '|' .. ARGV[1], 'PX', ARGV[4])
+return 1
+";
+
+/// Deletes `KEYS[1]` only if `ARGV[1]` holds it.
+const RELEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local sep = string.find(v, '|', 1, true)
+if string.sub(v, sep + 1) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Sets `KEYS[1]` to expiry `ARGV[2]` unless an unexpired claim exists at `ARGV[1]` (now).
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// Appends `ARGV[3]` to the log if the head is still at `ARGV[1]`; sets the new head hash `ARGV[2]`.
+const APPEND_AUDIT: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if cur ~= tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'seq', cur + 1, 'hash', ARGV[2])
+return 1
+";
+
+/// Stores deployment JSON `ARGV[1]` at `KEYS[1]` and indexes it in the
+/// environment set `KEYS[2]` (score `ARGV[2]`, member `ARGV[3]`), removing it
+/// from its old environment's set (`ARGV[4]` prefix) if it moved.
+const UPSERT_DEPLOYMENT: &str = r"
+local old = redis.call('GET', KEYS[1])
+if old then
+  local env = cjson.decode(old)['environment']
+  local old_set = ARGV[4] .. env
+  if old_set ~= KEYS[2] then redis.call('ZREM', old_set, ARGV[3]) end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+";
+
+/// Redis-backed [`Store`].
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeploymentJson {
+    id: String,
+    environment: String,
+    url: String,
+    state: String,
+    git_sha: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    meta: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AuditJson {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+}
+
+fn redis_err(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Query(e.to_string())
+    }
+}
+
+fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl RedisStore {
+    /// Connects (with reconnects handled by the connection manager).
+    pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind())))?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(5))
+            .set_number_of_retries(2);
+        let conn = client.get_connection_manager_with_config(cfg).await.map_err(redis_err)?;
+        Ok(Self { conn, prefix: prefix.to_string() })
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        k.push_str(&parts.join(":"));
+        k
+    }
+
+    /// Deletes every key under this store's prefix (tests, uninstall).
+    pub async fn delete_all(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if !keys.is_empty() {
+                let _: () = conn.del(keys).await.map_err(redis_err)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn deployment_from_json(raw: &str) -> StoreResult<Deployment> {
+    let j: DeploymentJson = serde_json::from_str(raw).map_err(|e| corrupt("deployment", e))?;
+    Ok(Deployment {
+        state: DeploymentState::parse(&j.state).ok_or_else(|| StoreError::Corrupt(format!("deployment state {:?}", j.state)))?,
+        id: j.id,
+        environment: j.environment,
+        url: j.url,
+        git_sha: j.git_sha,
+        created_at: Timestamp::from_millis(j.created_at),
+        updated_at: Timestamp::from_millis(j.updated_at),
+        meta: j.meta,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> StoreResult<u32> {
+        // Keys are created on write; the version key records what layout they follow.
+        let mut conn = self.conn.clone();
+        let key = self.key(&["schema_version"]);
+        let current: Option<u32> = conn.get(&key).await.map_err(redis_err)?;
+        match current {
+            Some(v) if v > SCHEMA_VERSION => {
+                Err(StoreError::Corrupt(format!("schema version {v} is newer than this build ({SCHEMA_VERSION})")))
+            }
+            _ => {
+                let _: () = conn.set(&key, SCHEMA_VERSION).await.map_err(redis_err)?;
+                Ok(SCHEMA_VERSION)
+            }
+        }
+    }
+
+    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let ttl = ttl_millis(ttl);
+        let n: i64 = Script::new(ACQUIRE)
+            .key(self.key(&["lease", name]))
+            .arg(holder)
+            .arg(now.as_millis())
+            .arg(now.as_millis().saturating_add(ttl))
+            .arg(ttl)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(n == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let n: i64 = Script::new(RELEASE)
+            .key(self.key(&["lease", name]))
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(n == 1)
+    }
+
+    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let ttl = ttl_millis(ttl);
+        let n: i64 = Script::new(CLAIM)
+            .key(self.key(&["once", scope, key]))
+            .arg(now.as_millis())
+            .arg(now.as_millis().saturating_add(ttl))
+            .arg(ttl)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(n == 1)
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord> {
+        let mut conn = self.conn.clone();
+        let head_key = self.key(&["audit", "head"]);
+        let log_key = self.key(&["audit", "log"]);
+        let script = Script::new(APPEND_AUDIT);
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            let (seq, hash): (Option<i64>, Option<String>) =
+                redis::cmd("HMGET").arg(&head_key).arg("seq").arg("hash").query_async(&mut conn).await.map_err(redis_err)?;
+            let seq = seq.unwrap_or(0);
+            let hash = hash.unwrap_or_else(|| GENESIS_HASH.to_string());
+            let rec = AuditRecord::chain(seq, &hash, entry.clone());
+            let json = serde_json::to_string(&AuditJson {
+                seq: rec.seq,
+                at: rec.entry.at.as_millis(),
+                actor: rec.entry.actor.clone(),
+                action: rec.entry.action.clone(),
+                subject: rec.entry.subject.clone(),
+                detail: rec.entry.detail.to_string(),
+                prev_hash: rec.prev_hash.clone(),
+                hash: rec.hash.clone(),
+            })
+            .map_err(|e| corrupt("audit record", e))?;
+            let ok: i64 = script
+                .key(&head_key)
+                .key(&log_key)
+                .arg(seq)
+                .arg(&rec.hash)
+                .arg(json)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if ok == 1 {
+                return Ok(rec);
+            }
+            // Another instance appended first; back off a little and rebuild on the new head.
+            let jitter = rand::random::<u64>() % (1 + attempt as u64 * 2);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        Err(StoreError::Contention("audit append lost the race too many times".into()))
+    }
+
+    async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let start = after.max(0) as isize;
+        let stop = start + limit as isize - 1;
+        let raw: Vec<String> = conn.lrange(self.key(&["audit", "log"]), start, stop).await.map_err(redis_err)?;
+        raw.iter()
+            .map(|r| {
+                let j: AuditJson = serde_json::from_str(r).map_err(|e| corrupt("audit record", e))?;
+                Ok(AuditRecord {
+                    seq: j.seq,
+                    entry: AuditEntry {
+                        at: Timestamp::from_millis(j.at),
+                        actor: j.actor,
+                        action: j.action,
+                        subject: j.subject,
+                        detail: serde_json::from_str(&j.detail).map_err(|e| corrupt("audit detail", e))?,
+                    },
+                    prev_hash: j.prev_hash,
+                    hash: j.hash,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_deployment(&self, d: &Deployment) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(&DeploymentJson {
+            id: d.id.clone(),
+            environment: d.environment.clone(),
+            url: d.url.clone(),
+            state: d.state.as_str().to_string(),
+            git_sha: d.git_sha.clone(),
+            created_at: d.created_at.as_millis(),
+            updated_at: d.updated_at.as_millis(),
+            meta: d.meta.clone(),
+        })
+        .map_err(|e| corrupt("deployment", e))?;
+        let _: i64 = Script::new(UPSERT_DEPLOYMENT)
+            .key(self.key(&["deploy", &d.id]))
+            .key(self.key(&["deploys", &d.environment]))
+            .arg(json)
+            .arg(d.created_at.as_millis())
+            .arg(&d.id)
+            .arg(self.key(&["deploys", ""]))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn deployment(&self, id: &str) -> StoreResult<Option<Deployment>> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn.get(self.key(&["deploy", id])).await.map_err(redis_err)?;
+        raw.as_deref().map(deployment_from_json).transpose()
+    }
+
+    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> =
+            conn.zrevrange(self.key(&["deploys", environment]), 0, limit as isize - 1).await.map_err(redis_err)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.key(&["deploy", id])).collect();
+        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await.map_err(redis_err)?;
+        raw.into_iter().flatten().map(|r| deployment_from_json(&r)).collect()
+    }
+
+    async fn set_last_known_good(&self, environment: &str, deployment_id: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let exists: bool = conn.exists(self.key(&["deploy", deployment_id])).await.map_err(redis_err)?;
+        if !exists {
+            return Err(StoreError::NotFound(format!("deployment {deployment_id}")));
+        }
+        let _: () = conn.set(self.key(&["lkg", environment]), deployment_id).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn last_known_good(&self, environment: &str) -> StoreResult<Option<Deployment>> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = conn.get(self.key(&["lkg", environment])).await.map_err(redis_err)?;
+        match id {
+            Some(id) => self.deployment(&id).await,
+            None => Ok(None),
+        }
+    }
+}
