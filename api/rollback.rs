@@ -7,5 +7,8 @@ use vercel_runtime::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let app = vercel::init();
-    run(service_fn(move |req, state| vercel::handle(app.clone(), req, state))).await
+    run(service_fn(move |req, state| {
+        vercel::handle(app.clone(), req, state)
+    }))
+    .await
 }

@@ -32,12 +32,20 @@ impl App {
 
     /// State from an already-loaded configuration.
     pub fn new(config: Result<Config, ConfigErrors>, clock: Arc<dyn Clock>) -> Self {
-        Self { config: config.map(Arc::new), store: OnceCell::new(), clock }
+        Self {
+            config: config.map(Arc::new),
+            store: OnceCell::new(),
+            clock,
+        }
     }
 
     /// State with a store that is already connected and migrated (tests, CLI).
     pub fn with_store(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { config: Ok(Arc::new(config)), store: OnceCell::new_with(Some(store)), clock }
+        Self {
+            config: Ok(Arc::new(config)),
+            store: OnceCell::new_with(Some(store)),
+            clock,
+        }
     }
 
     /// The configuration, or a 503 when it is invalid.
@@ -60,13 +68,21 @@ impl App {
     pub async fn store(&self) -> StoreResult<&Arc<dyn Store>> {
         let cfg = match &self.config {
             Ok(c) => Arc::clone(c),
-            Err(_) => return Err(store::StoreError::Unavailable("configuration is invalid".into())),
+            Err(_) => {
+                return Err(store::StoreError::Unavailable(
+                    "configuration is invalid".into(),
+                ))
+            }
         };
         self.store
             .get_or_try_init(|| async move {
                 let s = store::connect(&cfg.store).await?;
                 let version = s.migrate().await?;
-                tracing::info!(backend = s.backend(), schema_version = version, "store ready");
+                tracing::info!(
+                    backend = s.backend(),
+                    schema_version = version,
+                    "store ready"
+                );
                 Ok(s)
             })
             .await

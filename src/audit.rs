@@ -38,7 +38,12 @@ impl AuditRecord {
     pub fn chain(prev_seq: i64, prev_hash: &str, entry: AuditEntry) -> Self {
         let seq = prev_seq + 1;
         let hash = record_hash(seq, prev_hash, &entry);
-        Self { seq, entry, prev_hash: prev_hash.to_string(), hash }
+        Self {
+            seq,
+            entry,
+            prev_hash: prev_hash.to_string(),
+            hash,
+        }
     }
 }
 
@@ -79,7 +84,10 @@ pub fn verify_chain(before: (i64, &str), records: &[AuditRecord]) -> Result<(), 
     let (mut seq, mut hash) = (before.0, before.1.to_string());
     for r in records {
         if r.seq != seq + 1 {
-            return Err(ChainError::Gap { seq: r.seq, expected: seq + 1 });
+            return Err(ChainError::Gap {
+                seq: r.seq,
+                expected: seq + 1,
+            });
         }
         if r.prev_hash != hash {
             return Err(ChainError::BrokenLink { seq: r.seq });
@@ -110,7 +118,9 @@ mod tests {
     fn chain(n: usize) -> Vec<AuditRecord> {
         let mut out: Vec<AuditRecord> = Vec::new();
         for i in 0..n {
-            let (seq, hash) = out.last().map_or((0, GENESIS_HASH.to_string()), |r| (r.seq, r.hash.clone()));
+            let (seq, hash) = out
+                .last()
+                .map_or((0, GENESIS_HASH.to_string()), |r| (r.seq, r.hash.clone()));
             out.push(AuditRecord::chain(seq, &hash, entry(&format!("step_{i}"))));
         }
         out
@@ -125,14 +135,23 @@ mod tests {
     fn editing_a_record_is_detected() {
         let mut c = chain(3);
         c[1].entry.detail = serde_json::json!({"a": 1, "b": 3});
-        assert_eq!(verify_chain((0, GENESIS_HASH), &c), Err(ChainError::Tampered { seq: 2 }));
+        assert_eq!(
+            verify_chain((0, GENESIS_HASH), &c),
+            Err(ChainError::Tampered { seq: 2 })
+        );
     }
 
     #[test]
     fn deleting_a_record_is_detected() {
         let mut c = chain(3);
         c.remove(1);
-        assert_eq!(verify_chain((0, GENESIS_HASH), &c), Err(ChainError::Gap { seq: 3, expected: 2 }));
+        assert_eq!(
+            verify_chain((0, GENESIS_HASH), &c),
+            Err(ChainError::Gap {
+                seq: 3,
+                expected: 2
+            })
+        );
     }
 
     #[test]
@@ -140,7 +159,10 @@ mod tests {
         let mut c = chain(3);
         c[1].entry.actor = "mallory".into();
         c[1].hash = record_hash(2, &c[1].prev_hash.clone(), &c[1].entry);
-        assert_eq!(verify_chain((0, GENESIS_HASH), &c), Err(ChainError::BrokenLink { seq: 3 }));
+        assert_eq!(
+            verify_chain((0, GENESIS_HASH), &c),
+            Err(ChainError::BrokenLink { seq: 3 })
+        );
     }
 
     #[test]
@@ -151,6 +173,9 @@ mod tests {
         let mut b = entry("x");
         b.actor = "a".into();
         b.action = "bc".into();
-        assert_ne!(record_hash(1, GENESIS_HASH, &a), record_hash(1, GENESIS_HASH, &b));
+        assert_ne!(
+            record_hash(1, GENESIS_HASH, &a),
+            record_hash(1, GENESIS_HASH, &b)
+        );
     }
 }

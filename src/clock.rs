@@ -21,12 +21,18 @@ impl Timestamp {
 
     /// This instant moved forward by `d` (saturating).
     pub fn plus(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// This instant moved back by `d` (saturating).
     pub fn minus(self, d: Duration) -> Self {
-        Self(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T10:00:00.000Z`.
@@ -45,8 +51,8 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset) into a UTC timestamp.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .ok()?;
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
         i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
             .ok()
             .map(Self)

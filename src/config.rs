@@ -68,8 +68,12 @@ impl StoreConfig {
     /// A description safe to print: URLs have passwords removed.
     pub fn describe(&self) -> String {
         match self {
-            StoreConfig::Postgres { url, schema } => format!("{} (schema {schema})", redact_url(url.expose())),
-            StoreConfig::Redis { url, prefix } => format!("{} (prefix {prefix})", redact_url(url.expose())),
+            StoreConfig::Postgres { url, schema } => {
+                format!("{} (schema {schema})", redact_url(url.expose()))
+            }
+            StoreConfig::Redis { url, prefix } => {
+                format!("{} (prefix {prefix})", redact_url(url.expose()))
+            }
             StoreConfig::Sqlite { path } => path.display().to_string(),
         }
     }
@@ -126,7 +130,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { key: key.into(), detail: detail.into() }
+        Self {
+            key: key.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -149,13 +156,18 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// A variable's value; empty strings count as unset.
     fn var(&self, key: &str) -> Option<String> {
-        (self.lookup)(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        (self.lookup)(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     }
 
     fn secret(&mut self, key: &str, min_len: usize) -> Option<Secret> {
         let v = self.var(key)?;
         if v.len() < min_len {
-            self.errors.push(ConfigError::new(key, format!("must be at least {min_len} characters")));
+            self.errors.push(ConfigError::new(
+                key,
+                format!("must be at least {min_len} characters"),
+            ));
             return None;
         }
         Some(Secret::new(v))
@@ -166,11 +178,13 @@ impl Reader<'_> {
         match url::Url::parse(&v) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             Ok(_) => {
-                self.errors.push(ConfigError::new(key, "must be an http(s) URL"));
+                self.errors
+                    .push(ConfigError::new(key, "must be an http(s) URL"));
                 None
             }
             Err(e) => {
-                self.errors.push(ConfigError::new(key, format!("not a URL: {e}")));
+                self.errors
+                    .push(ConfigError::new(key, format!("not a URL: {e}")));
                 None
             }
         }
@@ -185,7 +199,10 @@ impl Config {
 
     /// Reads configuration through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let mut r = Reader { lookup, errors: Vec::new() };
+        let mut r = Reader {
+            lookup,
+            errors: Vec::new(),
+        };
         let store = read_store(&mut r);
         let cron_secret = r.secret("CRON_SECRET", 16);
         let operator_token = r.secret("OPERATOR_TOKEN", 16);
@@ -206,7 +223,10 @@ impl Config {
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1024..=4_500_000).contains(&n) => n,
                 _ => {
-                    r.errors.push(ConfigError::new("MAX_BODY_BYTES", "must be a byte count from 1024 to 4500000 (Vercel's body limit)"));
+                    r.errors.push(ConfigError::new(
+                        "MAX_BODY_BYTES",
+                        "must be a byte count from 1024 to 4500000 (Vercel's body limit)",
+                    ));
                     DEFAULT_BODY_LIMIT
                 }
             },
@@ -254,40 +274,66 @@ impl Config {
 /// URL is present, Redis when a Redis URL is present, SQLite otherwise.
 fn read_store(r: &mut Reader) -> StoreConfig {
     // The unpooled URL is preferred: the guard takes advisory locks and runs DDL.
-    let pg_url = r.var("DATABASE_URL_UNPOOLED").or_else(|| r.var("DATABASE_URL"));
+    let pg_url = r
+        .var("DATABASE_URL_UNPOOLED")
+        .or_else(|| r.var("DATABASE_URL"));
     let redis_url = r.var("REDIS_URL").or_else(|| r.var("KV_URL"));
-    let schema = r.var("DATABASE_SCHEMA").unwrap_or_else(|| "rollback_guard".into());
+    let schema = r
+        .var("DATABASE_SCHEMA")
+        .unwrap_or_else(|| "rollback_guard".into());
     if !is_identifier(&schema) {
-        r.errors.push(ConfigError::new("DATABASE_SCHEMA", "must match [a-z_][a-z0-9_]* and be at most 63 characters"));
+        r.errors.push(ConfigError::new(
+            "DATABASE_SCHEMA",
+            "must match [a-z_][a-z0-9_]* and be at most 63 characters",
+        ));
     }
     let prefix = r.var("REDIS_KEY_PREFIX").unwrap_or_else(|| "rg:".into());
     let sqlite = StoreConfig::Sqlite {
-        path: r.var("ROLLBACK_GUARD_SQLITE_PATH").unwrap_or_else(|| DEFAULT_SQLITE_PATH.into()).into(),
+        path: r
+            .var("ROLLBACK_GUARD_SQLITE_PATH")
+            .unwrap_or_else(|| DEFAULT_SQLITE_PATH.into())
+            .into(),
     };
     let choice = r.var("ROLLBACK_GUARD_STORE");
     let postgres = |r: &mut Reader, url: Option<String>| match url {
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            StoreConfig::Postgres { url: Secret::new(u), schema: schema.clone() }
+            StoreConfig::Postgres {
+                url: Secret::new(u),
+                schema: schema.clone(),
+            }
         }
         Some(_) => {
-            r.errors.push(ConfigError::new("DATABASE_URL", "must start with postgres:// or postgresql://"));
+            r.errors.push(ConfigError::new(
+                "DATABASE_URL",
+                "must start with postgres:// or postgresql://",
+            ));
             sqlite.clone()
         }
         None => {
-            r.errors.push(ConfigError::new("DATABASE_URL", "is required when ROLLBACK_GUARD_STORE=postgres"));
+            r.errors.push(ConfigError::new(
+                "DATABASE_URL",
+                "is required when ROLLBACK_GUARD_STORE=postgres",
+            ));
             sqlite.clone()
         }
     };
     let redis = |r: &mut Reader, url: Option<String>| match url {
-        Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-            StoreConfig::Redis { url: Secret::new(u), prefix: prefix.clone() }
-        }
+        Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => StoreConfig::Redis {
+            url: Secret::new(u),
+            prefix: prefix.clone(),
+        },
         Some(_) => {
-            r.errors.push(ConfigError::new("REDIS_URL", "must start with redis:// or rediss://"));
+            r.errors.push(ConfigError::new(
+                "REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
             sqlite.clone()
         }
         None => {
-            r.errors.push(ConfigError::new("REDIS_URL", "is required when ROLLBACK_GUARD_STORE=redis"));
+            r.errors.push(ConfigError::new(
+                "REDIS_URL",
+                "is required when ROLLBACK_GUARD_STORE=redis",
+            ));
             sqlite.clone()
         }
     };
@@ -296,7 +342,10 @@ fn read_store(r: &mut Reader) -> StoreConfig {
         Some("redis") => redis(r, redis_url),
         Some("sqlite") => sqlite.clone(),
         Some(other) => {
-            r.errors.push(ConfigError::new("ROLLBACK_GUARD_STORE", format!("{other:?} is not one of postgres, redis, sqlite")));
+            r.errors.push(ConfigError::new(
+                "ROLLBACK_GUARD_STORE",
+                format!("{other:?} is not one of postgres, redis, sqlite"),
+            ));
             sqlite.clone()
         }
         None if pg_url.is_some() => postgres(r, pg_url),
@@ -308,45 +357,77 @@ fn read_store(r: &mut Reader) -> StoreConfig {
 fn read_vercel(r: &mut Reader) -> Option<VercelApi> {
     let token = r.secret("VERCEL_TOKEN", 8)?;
     let Some(project_id) = r.var("VERCEL_PROJECT_ID") else {
-        r.errors.push(ConfigError::new("VERCEL_PROJECT_ID", "is required when VERCEL_TOKEN is set"));
+        r.errors.push(ConfigError::new(
+            "VERCEL_PROJECT_ID",
+            "is required when VERCEL_TOKEN is set",
+        ));
         return None;
     };
     let api_base = match r.var("VERCEL_API_BASE") {
         None => url::Url::parse("https://api.vercel.com").expect("constant URL"),
         Some(_) => r.url("VERCEL_API_BASE")?,
     };
-    Some(VercelApi { token, project_id, team_id: r.var("VERCEL_TEAM_ID"), api_base })
+    Some(VercelApi {
+        token,
+        project_id,
+        team_id: r.var("VERCEL_TEAM_ID"),
+        api_base,
+    })
 }
 
 /// `APPROVAL_SIGNING_KEYS="k2:<secret>,k1:<secret>"`; the first key signs.
 fn read_signing_keys(r: &mut Reader) -> Vec<SigningKey> {
     const KEY: &str = "APPROVAL_SIGNING_KEYS";
-    let Some(raw) = r.var(KEY) else { return Vec::new() };
+    let Some(raw) = r.var(KEY) else {
+        return Vec::new();
+    };
     let mut keys: Vec<SigningKey> = Vec::new();
     for (i, part) in raw.split(',').map(str::trim).enumerate() {
         let Some((kid, secret)) = part.split_once(':') else {
-            r.errors.push(ConfigError::new(KEY, format!("entry {} must look like <kid>:<secret>", i + 1)));
+            r.errors.push(ConfigError::new(
+                KEY,
+                format!("entry {} must look like <kid>:<secret>", i + 1),
+            ));
             continue;
         };
-        if kid.is_empty() || kid.len() > 16 || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            r.errors.push(ConfigError::new(KEY, format!("entry {}: key id must be 1-16 of [A-Za-z0-9_-]", i + 1)));
+        if kid.is_empty()
+            || kid.len() > 16
+            || !kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            r.errors.push(ConfigError::new(
+                KEY,
+                format!("entry {}: key id must be 1-16 of [A-Za-z0-9_-]", i + 1),
+            ));
             continue;
         }
         if secret.len() < 32 {
-            r.errors.push(ConfigError::new(KEY, format!("key {kid:?} must be at least 32 characters")));
+            r.errors.push(ConfigError::new(
+                KEY,
+                format!("key {kid:?} must be at least 32 characters"),
+            ));
             continue;
         }
         if keys.iter().any(|k| k.kid == kid) {
-            r.errors.push(ConfigError::new(KEY, format!("key id {kid:?} appears twice")));
+            r.errors.push(ConfigError::new(
+                KEY,
+                format!("key id {kid:?} appears twice"),
+            ));
             continue;
         }
-        keys.push(SigningKey { kid: kid.to_string(), key: Secret::new(secret) });
+        keys.push(SigningKey {
+            kid: kid.to_string(),
+            key: Secret::new(secret),
+        });
     }
     keys
 }
 
 fn read_notify(r: &mut Reader) -> NotifyConfig {
-    let slack_webhook_url = r.url("SLACK_WEBHOOK_URL").map(|u| Secret::new(u.to_string()));
+    let slack_webhook_url = r
+        .url("SLACK_WEBHOOK_URL")
+        .map(|u| Secret::new(u.to_string()));
     NotifyConfig {
         slack_webhook_url,
         slack_signing_secret: r.secret("SLACK_SIGNING_SECRET", 8),
@@ -362,26 +443,42 @@ fn read_notify(r: &mut Reader) -> NotifyConfig {
 /// `ROLLBACK_GUARD_POLICY` (which must exist), else `rollback-guard.toml` if
 /// present, else the built-in defaults.
 fn read_policy(r: &mut Reader) -> (Policy, String) {
-    let (text, source) = if let Some(inline) = (r.lookup)("ROLLBACK_GUARD_POLICY_TOML").filter(|v| !v.trim().is_empty()) {
+    let (text, source) = if let Some(inline) =
+        (r.lookup)("ROLLBACK_GUARD_POLICY_TOML").filter(|v| !v.trim().is_empty())
+    {
         (inline, "ROLLBACK_GUARD_POLICY_TOML".to_string())
     } else if let Some(path) = r.var("ROLLBACK_GUARD_POLICY") {
         match std::fs::read_to_string(&path) {
             Ok(t) => (t, path),
             Err(e) => {
-                r.errors.push(ConfigError::new("ROLLBACK_GUARD_POLICY", format!("cannot read {path}: {e}")));
-                return (Policy::with_standard_environments(), "built-in defaults".into());
+                r.errors.push(ConfigError::new(
+                    "ROLLBACK_GUARD_POLICY",
+                    format!("cannot read {path}: {e}"),
+                ));
+                return (
+                    Policy::with_standard_environments(),
+                    "built-in defaults".into(),
+                );
             }
         }
     } else {
         match std::fs::read_to_string(DEFAULT_POLICY_PATH) {
             Ok(t) => (t, DEFAULT_POLICY_PATH.to_string()),
-            Err(_) => return (Policy::with_standard_environments(), "built-in defaults".into()),
+            Err(_) => {
+                return (
+                    Policy::with_standard_environments(),
+                    "built-in defaults".into(),
+                )
+            }
         }
     };
     match Policy::from_toml(&text) {
         Ok(p) => (p, source),
         Err(errs) => {
-            r.errors.extend(errs.into_iter().map(|e| ConfigError::new(format!("{source} {}", e.key), e.detail)));
+            r.errors.extend(
+                errs.into_iter()
+                    .map(|e| ConfigError::new(format!("{source} {}", e.key), e.detail)),
+            );
             (Policy::with_standard_environments(), source)
         }
     }

@@ -13,7 +13,9 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {input:?}: expected a number"));
         }
@@ -21,7 +23,9 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration {input:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -30,8 +34,16 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            "" => return Err(format!("invalid duration {input:?}: missing unit (ms, s, m, h, d)")),
-            other => return Err(format!("invalid duration {input:?}: unknown unit {other:?}")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {input:?}: missing unit (ms, s, m, h, d)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {input:?}: unknown unit {other:?}"
+                ))
+            }
         };
         total = total.saturating_add(part);
     }
@@ -41,7 +53,12 @@ pub fn parse(input: &str) -> Result<Duration, String> {
 /// Formats a duration the way [`parse`] reads it, using the largest exact unit.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms >= size && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }

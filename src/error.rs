@@ -24,7 +24,13 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the given status, code and detail.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), retry_after: None, allow: None }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            retry_after: None,
+            allow: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -40,18 +46,30 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(allowed: &'static str) -> Self {
-        let mut e = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("allowed methods: {allowed}"));
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("allowed methods: {allowed}"),
+        );
         e.allow = Some(allowed);
         e
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
     }
 
     /// The route exists in the design but its capability has not shipped yet.
     pub fn not_implemented(route: &str) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", format!("{route} is not available in this version"))
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            format!("{route} is not available in this version"),
+        )
     }
 
     /// The configuration is invalid; only `/api/health` answers normally.
@@ -70,10 +88,12 @@ impl ApiError {
         let body = serde_json::json!({ "code": self.code, "detail": self.detail });
         let mut res = crate::http::json_response(self.status, &body);
         if let Some(secs) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(allow) = self.allow {
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         res
     }
@@ -82,7 +102,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} does not exist")),
+            StoreError::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} does not exist"),
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 let mut e = Self::new(
@@ -103,7 +127,9 @@ mod tests {
 
     #[test]
     fn store_failures_become_retryable_503s_without_internal_detail() {
-        let e = ApiError::from(StoreError::Unavailable("connect to 10.0.0.5:5432 refused".into()));
+        let e = ApiError::from(StoreError::Unavailable(
+            "connect to 10.0.0.5:5432 refused".into(),
+        ));
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.code, "store_unavailable");
         assert!(!e.detail.contains("10.0.0.5"));
@@ -116,6 +142,9 @@ mod tests {
     fn body_is_code_and_detail_json() {
         let res = ApiError::payload_too_large(1024).into_response();
         let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
-        assert_eq!(v, serde_json::json!({"code": "payload_too_large", "detail": "request body exceeds 1024 bytes"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"code": "payload_too_large", "detail": "request body exceeds 1024 bytes"})
+        );
     }
 }

@@ -24,12 +24,21 @@ pub fn new_holder() -> String {
 
 /// Runs `job` only if lease `name` can be taken for `ttl`; releases it afterwards.
 /// If release fails the lease simply expires after `ttl`.
-pub async fn run_exclusive<T, F>(store: &dyn Store, clock: &dyn Clock, name: &str, ttl: Duration, job: F) -> StoreResult<LeaseOutcome<T>>
+pub async fn run_exclusive<T, F>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    name: &str,
+    ttl: Duration,
+    job: F,
+) -> StoreResult<LeaseOutcome<T>>
 where
     F: Future<Output = T>,
 {
     let holder = new_holder();
-    if !store.try_acquire_lease(name, &holder, clock.now(), ttl).await? {
+    if !store
+        .try_acquire_lease(name, &holder, clock.now(), ttl)
+        .await?
+    {
         tracing::info!(lease = name, "lease busy; skipping run");
         return Ok(LeaseOutcome::Busy);
     }

@@ -18,7 +18,7 @@
 //!
 //! # Architecture invariants
 //! - `policy`, `audit`, `duration` do no I/O and never read the clock or the environment.
-//! - Only `config` reads environment variables.
+//! - Only `config` reads environment variables (and `telemetry`, for `RUST_LOG` and `VERCEL`).
 //! - Only `error` decides HTTP status codes for module errors.
 
 pub mod app;

@@ -62,7 +62,14 @@ pub fn redact_url(raw: &str) -> String {
                     let secretish = ["password", "token", "key", "secret"]
                         .iter()
                         .any(|s| k.to_ascii_lowercase().contains(s));
-                    (k.into_owned(), if secretish { "***".into() } else { v.into_owned() })
+                    (
+                        k.into_owned(),
+                        if secretish {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        },
+                    )
                 })
                 .collect();
             if !pairs.is_empty() {
@@ -97,7 +104,10 @@ mod tests {
     #[test]
     fn redact_url_hides_password_and_token_params() {
         let r = redact_url("postgres://u:pw@db.example:5432/app?sslmode=require&api_token=zz");
-        assert_eq!(r, "postgres://u:***@db.example:5432/app?sslmode=require&api_token=***");
+        assert_eq!(
+            r,
+            "postgres://u:***@db.example:5432/app?sslmode=require&api_token=***"
+        );
         assert_eq!(redact_url("not a url"), "[unparseable url]");
     }
 }

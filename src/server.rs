@@ -17,7 +17,11 @@ use crate::app::App;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for
 /// in-flight requests to finish.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

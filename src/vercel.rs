@@ -16,7 +16,11 @@ pub fn init() -> Arc<App> {
 }
 
 /// Handles one invocation through the shared router.
-pub async fn handle(app: Arc<App>, req: Request, _state: AppState) -> Result<Response<ResponseBody>, Error> {
+pub async fn handle(
+    app: Arc<App>,
+    req: Request,
+    _state: AppState,
+) -> Result<Response<ResponseBody>, Error> {
     let res = crate::http::handle_incoming(&app, req).await;
     let (parts, body) = res.into_parts();
     Ok(Response::from_parts(parts, ResponseBody::from(body)))

@@ -12,7 +12,11 @@ use rollback_guard::app::App;
 use rollback_guard::config::Config;
 
 #[derive(Parser)]
-#[command(name = "rollback-guard", version, about = "Detect bad Vercel deployments and roll them back with approval")]
+#[command(
+    name = "rollback-guard",
+    version,
+    about = "Detect bad Vercel deployments and roll them back with approval"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,10 @@ async fn serve(host: &str, port: u16) -> ExitCode {
     if let Some(errs) = app.config_errors() {
         eprintln!("warning: configuration is invalid; only /api/health answers normally:\n{errs}");
     }
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     println!("rollback-guard listening on http://{addr}  (try: curl http://{addr}/api/health)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -86,7 +93,15 @@ fn check_config(policy: Option<String>) -> ExitCode {
             println!("configuration OK");
             println!("  store:    {} — {}", c.store.backend(), c.store.describe());
             println!("  policy:   {}", c.policy_source);
-            println!("  environments: {}", c.policy.environments.keys().cloned().collect::<Vec<_>>().join(", "));
+            println!(
+                "  environments: {}",
+                c.policy
+                    .environments
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             println!("  probes:   {}", c.policy.probes.len());
             for w in c.warnings() {
                 println!("  warning:  {w}");

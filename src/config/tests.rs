@@ -3,10 +3,15 @@ use std::collections::HashMap;
 use super::*;
 
 fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     // Point the policy at inline defaults so tests never depend on the working directory.
     Config::from_lookup(&move |k| {
-        map.get(k).cloned().or_else(|| (k == "ROLLBACK_GUARD_POLICY_TOML").then(String::new))
+        map.get(k)
+            .cloned()
+            .or_else(|| (k == "ROLLBACK_GUARD_POLICY_TOML").then(String::new))
     })
 }
 
@@ -17,7 +22,12 @@ fn error_keys(e: &ConfigErrors) -> Vec<&str> {
 #[test]
 fn no_variables_means_embedded_sqlite() {
     let c = load(&[]).unwrap();
-    assert_eq!(c.store, StoreConfig::Sqlite { path: DEFAULT_SQLITE_PATH.into() });
+    assert_eq!(
+        c.store,
+        StoreConfig::Sqlite {
+            path: DEFAULT_SQLITE_PATH.into()
+        }
+    );
     assert_eq!(c.body_limit, DEFAULT_BODY_LIMIT);
     assert!(c.warnings().iter().any(|w| w.contains("CRON_SECRET")));
 }
@@ -47,7 +57,11 @@ fn redis_url_selects_redis_when_no_database_url() {
 
 #[test]
 fn explicit_store_choice_wins_and_is_checked() {
-    let c = load(&[("DATABASE_URL", "postgres://x/y"), ("ROLLBACK_GUARD_STORE", "sqlite")]).unwrap();
+    let c = load(&[
+        ("DATABASE_URL", "postgres://x/y"),
+        ("ROLLBACK_GUARD_STORE", "sqlite"),
+    ])
+    .unwrap();
     assert_eq!(c.store.backend(), "sqlite");
     let e = load(&[("ROLLBACK_GUARD_STORE", "mongo")]).unwrap_err();
     assert_eq!(error_keys(&e), ["ROLLBACK_GUARD_STORE"]);
@@ -92,7 +106,11 @@ fn errors_and_debug_output_never_contain_secret_values() {
     .unwrap();
     assert!(!format!("{c:?}").contains(secret));
     assert!(!c.store.describe().contains(secret));
-    let e = load(&[("CRON_SECRET", "tiny"), ("APPROVAL_SIGNING_KEYS", "k1:tiny-secret")]).unwrap_err();
+    let e = load(&[
+        ("CRON_SECRET", "tiny"),
+        ("APPROVAL_SIGNING_KEYS", "k1:tiny-secret"),
+    ])
+    .unwrap_err();
     assert!(!e.to_string().contains("tiny-secret"));
 }
 
@@ -108,14 +126,30 @@ fn signing_keys_keep_their_order_and_ids() {
 
 #[test]
 fn invalid_inline_policy_names_the_policy_key() {
-    let map = [("ROLLBACK_GUARD_POLICY_TOML", "[rules]\nspike_factor = 0.5\n")];
-    let e = Config::from_lookup(&|k| map.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap_err();
-    assert_eq!(error_keys(&e), ["ROLLBACK_GUARD_POLICY_TOML rules.spike_factor"]);
+    let map = [(
+        "ROLLBACK_GUARD_POLICY_TOML",
+        "[rules]\nspike_factor = 0.5\n",
+    )];
+    let e = Config::from_lookup(&|k| {
+        map.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap_err();
+    assert_eq!(
+        error_keys(&e),
+        ["ROLLBACK_GUARD_POLICY_TOML rules.spike_factor"]
+    );
 }
 
 #[test]
 fn a_missing_policy_file_is_an_error_when_named_explicitly() {
     let map = [("ROLLBACK_GUARD_POLICY", "/nonexistent/guard.toml")];
-    let e = Config::from_lookup(&|k| map.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap_err();
+    let e = Config::from_lookup(&|k| {
+        map.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap_err();
     assert_eq!(error_keys(&e), ["ROLLBACK_GUARD_POLICY"]);
 }

@@ -11,7 +11,9 @@ use crate::secret::Secret;
 /// error when the secret is not configured.
 pub fn require_bearer(req: &Request, secret: Option<&Secret>, var: &str) -> Result<(), ApiError> {
     let Some(secret) = secret else {
-        return Err(ApiError::unauthorized(format!("{var} is not configured on the server; this route refuses every call")));
+        return Err(ApiError::unauthorized(format!(
+            "{var} is not configured on the server; this route refuses every call"
+        )));
     };
     let presented = req
         .headers()

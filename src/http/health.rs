@@ -29,7 +29,11 @@ pub async fn get(app: &App, head: bool) -> Response {
         }),
     };
     let config_ok = app.config_errors().is_none();
-    let store = if config_ok { check_store(app).await } else { json!({"reachable": false, "error": "not checked: configuration is invalid"}) };
+    let store = if config_ok {
+        check_store(app).await
+    } else {
+        json!({"reachable": false, "error": "not checked: configuration is invalid"})
+    };
     let store_ok = store["reachable"] == true;
     let ok = config_ok && store_ok;
     let body = json!({
@@ -38,7 +42,11 @@ pub async fn get(app: &App, head: bool) -> Response {
         "store": store,
         "config": config,
     });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut res = json_response(status, &body);
     if head {
         *res.body_mut() = bytes::Bytes::new();

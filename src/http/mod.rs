@@ -25,7 +25,10 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let limit = app.config().map(|c| c.body_limit).unwrap_or(crate::config::DEFAULT_BODY_LIMIT);
+    let limit = app
+        .config()
+        .map(|c| c.body_limit)
+        .unwrap_or(crate::config::DEFAULT_BODY_LIMIT);
     let (parts, body) = req.into_parts();
     match read_body(&parts.headers, body, limit).await {
         Ok(bytes) => handle(app, http::Request::from_parts(parts, bytes)).await,
@@ -64,7 +67,11 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
 }
 
 /// Reads a body up to `limit` bytes; a declared or actual larger body is a 413.
-pub async fn read_body<B>(headers: &http::HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+pub async fn read_body<B>(
+    headers: &http::HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<Bytes, ApiError>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -78,8 +85,13 @@ where
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::payload_too_large(limit)),
-        Err(e) => Err(ApiError::bad_request("body_unreadable", format!("could not read request body: {e}"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::payload_too_large(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "body_unreadable",
+            format!("could not read request body: {e}"),
+        )),
     }
 }
 
@@ -88,7 +100,10 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut res = http::Response::new(Bytes::from(body.to_string()));
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }

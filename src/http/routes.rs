@@ -37,7 +37,11 @@ impl Route {
     /// The route serving `path` (a trailing slash is ignored; `/api/incidents/{id}`
     /// belongs to `Incidents`).
     pub fn find(path: &str) -> Option<Route> {
-        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         if let Some(rest) = path.strip_prefix("/api/incidents/") {
             return (!rest.is_empty() && !rest.contains('/')).then_some(Route::Incidents);
         }
@@ -46,12 +50,19 @@ impl Route {
 
     /// The route's path.
     pub fn path(self) -> &'static str {
-        ROUTES.iter().find(|(r, _)| *r == self).map(|(_, p)| *p).expect("every route is in ROUTES")
+        ROUTES
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map(|(_, p)| *p)
+            .expect("every route is in ROUTES")
     }
 
     /// Vercel cron targets (GET with `Authorization: Bearer $CRON_SECRET`).
     pub fn is_cron(self) -> bool {
-        matches!(self, Route::CronProbe | Route::CronEvaluate | Route::CronBackups)
+        matches!(
+            self,
+            Route::CronProbe | Route::CronEvaluate | Route::CronBackups
+        )
     }
 
     /// Methods the route accepts, for `405` answers.

@@ -227,7 +227,10 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn new(key: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { key: key.into(), detail: detail.into() }
+        Self {
+            key: key.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -239,7 +242,11 @@ impl Policy {
             .map_err(|e| vec![PolicyError::new("(file)", e.to_string().trim())])?;
         let policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." { "(file)".to_string() } else { key };
+            let key = if key == "." {
+                "(file)".to_string()
+            } else {
+                key
+            };
             vec![PolicyError::new(key, e.inner().message().trim())]
         })?;
         policy.validate()?;
@@ -263,7 +270,10 @@ impl Policy {
         ] {
             self.environments
                 .entry(name.to_string())
-                .or_insert_with(|| Environment { approval: mode, ..Environment::default() });
+                .or_insert_with(|| Environment {
+                    approval: mode,
+                    ..Environment::default()
+                });
         }
     }
 
@@ -276,20 +286,31 @@ impl Policy {
                 errs.push(PolicyError::new(key("quorum"), "must be at least 1"));
             }
             if env.approval == ApprovalMode::Required {
-                if (env.approvers.len() as u64) < u64::from(env.quorum) && !env.approvers.is_empty() {
+                if (env.approvers.len() as u64) < u64::from(env.quorum) && !env.approvers.is_empty()
+                {
                     errs.push(PolicyError::new(
                         key("quorum"),
-                        format!("is {} but only {} approvers are listed", env.quorum, env.approvers.len()),
+                        format!(
+                            "is {} but only {} approvers are listed",
+                            env.quorum,
+                            env.approvers.len()
+                        ),
                     ));
                 }
                 if env.approval_timeout < Duration::from_secs(60) {
-                    errs.push(PolicyError::new(key("approval_timeout"), "must be at least 1m"));
+                    errs.push(PolicyError::new(
+                        key("approval_timeout"),
+                        "must be at least 1m",
+                    ));
                 }
             }
             let mut seen = std::collections::BTreeSet::new();
             for a in &env.approvers {
                 if !seen.insert(a.to_ascii_lowercase()) {
-                    errs.push(PolicyError::new(key("approvers"), format!("{a:?} is listed twice")));
+                    errs.push(PolicyError::new(
+                        key("approvers"),
+                        format!("{a:?} is listed twice"),
+                    ));
                 }
             }
         }
@@ -299,18 +320,33 @@ impl Policy {
             if p.name.trim().is_empty() {
                 errs.push(PolicyError::new(key("name"), "must not be empty"));
             } else if !names.insert(p.name.clone()) {
-                errs.push(PolicyError::new(key("name"), format!("{:?} is used by another probe", p.name)));
+                errs.push(PolicyError::new(
+                    key("name"),
+                    format!("{:?} is used by another probe", p.name),
+                ));
             }
             match url::Url::parse(&p.url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                Ok(u) => errs.push(PolicyError::new(key("url"), format!("scheme {:?} is not http(s)", u.scheme()))),
-                Err(e) => errs.push(PolicyError::new(key("url"), format!("not an absolute URL: {e}"))),
+                Ok(u) => errs.push(PolicyError::new(
+                    key("url"),
+                    format!("scheme {:?} is not http(s)", u.scheme()),
+                )),
+                Err(e) => errs.push(PolicyError::new(
+                    key("url"),
+                    format!("not an absolute URL: {e}"),
+                )),
             }
             if http::Method::from_bytes(p.method.as_bytes()).is_err() {
-                errs.push(PolicyError::new(key("method"), format!("{:?} is not an HTTP method", p.method)));
+                errs.push(PolicyError::new(
+                    key("method"),
+                    format!("{:?} is not an HTTP method", p.method),
+                ));
             }
             if !(100..=599).contains(&p.expect_status) {
-                errs.push(PolicyError::new(key("expect_status"), "must be an HTTP status (100-599)"));
+                errs.push(PolicyError::new(
+                    key("expect_status"),
+                    "must be an HTTP status (100-599)",
+                ));
             }
             if p.timeout.is_zero() {
                 errs.push(PolicyError::new(key("timeout"), "must be greater than 0"));
@@ -318,18 +354,32 @@ impl Policy {
         }
         errs.extend(self.rules.validate());
         if self.channels.order.is_empty() {
-            errs.push(PolicyError::new("channels.order", "must list at least one channel"));
+            errs.push(PolicyError::new(
+                "channels.order",
+                "must list at least one channel",
+            ));
         }
         for (i, n) in self.channels.sms_to.iter().enumerate() {
-            let ok = n.starts_with('+') && n.len() > 4 && n[1..].bytes().all(|b| b.is_ascii_digit());
+            let ok =
+                n.starts_with('+') && n.len() > 4 && n[1..].bytes().all(|b| b.is_ascii_digit());
             if !ok {
-                errs.push(PolicyError::new(format!("channels.sms_to[{i}]"), "must be an E.164 number like +15551234567"));
+                errs.push(PolicyError::new(
+                    format!("channels.sms_to[{i}]"),
+                    "must be an E.164 number like +15551234567",
+                ));
             }
         }
         if self.database.backup.max_age.is_zero() {
-            errs.push(PolicyError::new("database.backup.max_age", "must be greater than 0"));
+            errs.push(PolicyError::new(
+                "database.backup.max_age",
+                "must be greater than 0",
+            ));
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
     }
 
     /// The environment's settings, or the production-like default for

@@ -47,13 +47,28 @@ impl Default for Rules {
     fn default() -> Self {
         Self {
             min_requests: 100,
-            error_rate: Threshold { warning: 0.02, critical: 0.05 },
+            error_rate: Threshold {
+                warning: 0.02,
+                critical: 0.05,
+            },
             sustained: Duration::from_secs(5 * 60),
             spike_factor: 10.0,
-            latency_p95_ms: Threshold { warning: 500.0, critical: 1000.0 },
-            health_check_failures: Threshold { warning: 1.0, critical: 3.0 },
-            db_errors_per_min: Threshold { warning: 10.0, critical: 50.0 },
-            memory_pct: Threshold { warning: 80.0, critical: 90.0 },
+            latency_p95_ms: Threshold {
+                warning: 500.0,
+                critical: 1000.0,
+            },
+            health_check_failures: Threshold {
+                warning: 1.0,
+                critical: 3.0,
+            },
+            db_errors_per_min: Threshold {
+                warning: 10.0,
+                critical: 50.0,
+            },
+            memory_pct: Threshold {
+                warning: 80.0,
+                critical: 90.0,
+            },
             significance: 0.01,
         }
     }
@@ -65,7 +80,11 @@ impl Rules {
         let checks: [(&str, Threshold, f64); 5] = [
             ("error_rate", self.error_rate, 1.0),
             ("latency_p95_ms", self.latency_p95_ms, f64::MAX),
-            ("health_check_failures", self.health_check_failures, f64::MAX),
+            (
+                "health_check_failures",
+                self.health_check_failures,
+                f64::MAX,
+            ),
             ("db_errors_per_min", self.db_errors_per_min, f64::MAX),
             ("memory_pct", self.memory_pct, 100.0),
         ];
@@ -81,18 +100,30 @@ impl Rules {
             if t.warning > t.critical {
                 errs.push(PolicyError::new(
                     format!("rules.{name}.warning"),
-                    format!("({}) must not exceed rules.{name}.critical ({})", t.warning, t.critical),
+                    format!(
+                        "({}) must not exceed rules.{name}.critical ({})",
+                        t.warning, t.critical
+                    ),
                 ));
             }
         }
         if !(self.spike_factor > 1.0 && self.spike_factor.is_finite()) {
-            errs.push(PolicyError::new("rules.spike_factor", "must be greater than 1"));
+            errs.push(PolicyError::new(
+                "rules.spike_factor",
+                "must be greater than 1",
+            ));
         }
         if !(self.significance > 0.0 && self.significance < 0.5) {
-            errs.push(PolicyError::new("rules.significance", "must be between 0 and 0.5"));
+            errs.push(PolicyError::new(
+                "rules.significance",
+                "must be between 0 and 0.5",
+            ));
         }
         if self.sustained.is_zero() {
-            errs.push(PolicyError::new("rules.sustained", "must be greater than 0"));
+            errs.push(PolicyError::new(
+                "rules.sustained",
+                "must be greater than 0",
+            ));
         }
         errs
     }

@@ -7,13 +7,43 @@ fn keys(errs: &[PolicyError]) -> Vec<&str> {
 #[test]
 fn an_empty_file_gives_the_seed_defaults() {
     let p = Policy::from_toml("").unwrap();
-    assert_eq!(p.rules.error_rate, Threshold { warning: 0.02, critical: 0.05 });
+    assert_eq!(
+        p.rules.error_rate,
+        Threshold {
+            warning: 0.02,
+            critical: 0.05
+        }
+    );
     assert_eq!(p.rules.sustained, Duration::from_secs(300));
     assert_eq!(p.rules.spike_factor, 10.0);
-    assert_eq!(p.rules.latency_p95_ms, Threshold { warning: 500.0, critical: 1000.0 });
-    assert_eq!(p.rules.health_check_failures, Threshold { warning: 1.0, critical: 3.0 });
-    assert_eq!(p.rules.db_errors_per_min, Threshold { warning: 10.0, critical: 50.0 });
-    assert_eq!(p.rules.memory_pct, Threshold { warning: 80.0, critical: 90.0 });
+    assert_eq!(
+        p.rules.latency_p95_ms,
+        Threshold {
+            warning: 500.0,
+            critical: 1000.0
+        }
+    );
+    assert_eq!(
+        p.rules.health_check_failures,
+        Threshold {
+            warning: 1.0,
+            critical: 3.0
+        }
+    );
+    assert_eq!(
+        p.rules.db_errors_per_min,
+        Threshold {
+            warning: 10.0,
+            critical: 50.0
+        }
+    );
+    assert_eq!(
+        p.rules.memory_pct,
+        Threshold {
+            warning: 80.0,
+            critical: 90.0
+        }
+    );
     assert_eq!(p.database.backup.max_age, Duration::from_secs(26 * 3600));
 }
 
@@ -27,8 +57,9 @@ fn the_shipped_example_policy_is_valid() {
 
 #[test]
 fn unknown_keys_are_errors_naming_the_path() {
-    let errs = Policy::from_toml("[rules.error_rate]\nwarning = 0.01\ncritcal = 0.05\n").unwrap_err();
-    assert_eq!(keys(&errs), ["rules.error_rate"]);
+    let errs =
+        Policy::from_toml("[rules.error_rate]\nwarning = 0.01\ncritcal = 0.05\n").unwrap_err();
+    assert_eq!(keys(&errs), ["rules.error_rate.critcal"]);
     assert!(errs[0].detail.contains("critcal"), "{}", errs[0].detail);
 }
 
@@ -42,7 +73,11 @@ fn wrong_types_name_the_key() {
 fn bad_durations_name_the_key() {
     let errs = Policy::from_toml("[rules]\nsustained = \"5 minutes\"\n").unwrap_err();
     assert_eq!(keys(&errs), ["rules.sustained"]);
-    assert!(errs[0].detail.contains("unknown unit"), "{}", errs[0].detail);
+    assert!(
+        errs[0].detail.contains("unknown unit"),
+        "{}",
+        errs[0].detail
+    );
 }
 
 #[test]

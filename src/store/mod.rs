@@ -64,14 +64,26 @@ pub trait Store: Send + Sync {
 
     /// Takes the lease `name` for `holder` until `now + ttl`. Succeeds if the
     /// lease is free, expired, or already held by `holder` (which renews it).
-    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool>;
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
 
     /// Gives the lease back if `holder` still has it. Returns whether it did.
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
 
     /// Records `key` in `scope` the first time it is seen; returns `false` if
     /// an unexpired claim exists. Used for webhook dedupe and single-use nonces.
-    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool>;
+    async fn claim_once(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
 
     /// Appends to the hash-chained audit log; sequencing is atomic across instances.
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord>;
@@ -86,7 +98,11 @@ pub trait Store: Send + Sync {
     async fn deployment(&self, id: &str) -> StoreResult<Option<Deployment>>;
 
     /// The newest deployments of an environment, newest first.
-    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>>;
+    async fn recent_deployments(
+        &self,
+        environment: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>>;
 
     /// Marks `deployment_id` as the last known good deployment of its environment.
     async fn set_last_known_good(&self, environment: &str, deployment_id: &str) -> StoreResult<()>;
@@ -98,8 +114,12 @@ pub trait Store: Send + Sync {
 /// Connects to the configured backend. Does not migrate; callers do that once.
 pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     Ok(match cfg {
-        StoreConfig::Postgres { url, schema } => Arc::new(PostgresStore::connect(url.expose(), schema)?),
-        StoreConfig::Redis { url, prefix } => Arc::new(RedisStore::connect(url.expose(), prefix).await?),
+        StoreConfig::Postgres { url, schema } => {
+            Arc::new(PostgresStore::connect(url.expose(), schema)?)
+        }
+        StoreConfig::Redis { url, prefix } => {
+            Arc::new(RedisStore::connect(url.expose(), prefix).await?)
+        }
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
     })
 }

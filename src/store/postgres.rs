@@ -75,11 +75,13 @@ impl PostgresStore {
     /// servers usually have no trusted certificate); elsewhere TLS is
     /// preferred and verified against the Mozilla roots.
     pub fn connect(url: &str, schema: &str) -> StoreResult<Self> {
-        let mut cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::Unavailable(format!("invalid DATABASE_URL: {e}"))
+        })?;
         let loopback = cfg.get_hosts().iter().all(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1"),
+            tokio_postgres::config::Host::Tcp(name) => {
+                matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
+            }
             #[cfg(unix)]
             tokio_postgres::config::Host::Unix(_) => true,
         });
@@ -88,7 +90,13 @@ impl PostgresStore {
         }
         cfg.connect_timeout(Duration::from_secs(5));
         cfg.application_name("rollback-guard");
-        let mgr = Manager::from_config(cfg, tls(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr = Manager::from_config(
+            cfg,
+            tls(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(mgr)
             .max_size(8)
             .wait_timeout(Some(Duration::from_secs(5)))
@@ -96,13 +104,18 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool, schema: schema.to_string() })
+        Ok(Self {
+            pool,
+            schema: schema.to_string(),
+        })
     }
 
     /// Drops the guard's schema and everything in it (tests, uninstall).
     pub async fn drop_schema(&self) -> StoreResult<()> {
         let c = self.client().await?;
-        c.batch_execute(&self.sql("DROP SCHEMA IF EXISTS {s} CASCADE")).await.map_err(pg_err)
+        c.batch_execute(&self.sql("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .await
+            .map_err(pg_err)
     }
 
     fn sql(&self, text: &str) -> String {
@@ -110,17 +123,24 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }
 
 fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
@@ -138,7 +158,8 @@ fn deployment_from_row(r: &Row) -> StoreResult<Deployment> {
         id: r.get("id"),
         environment: r.get("environment"),
         url: r.get("url"),
-        state: DeploymentState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("deployment state {state:?}")))?,
+        state: DeploymentState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("deployment state {state:?}")))?,
         git_sha: r.get("git_sha"),
         created_at: Timestamp::from_millis(r.get("created_ms")),
         updated_at: Timestamp::from_millis(r.get("updated_ms")),
@@ -155,7 +176,8 @@ fn audit_from_row(r: &Row) -> StoreResult<AuditRecord> {
             actor: r.get("actor"),
             action: r.get("action"),
             subject: r.get("subject"),
-            detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
         },
         prev_hash: r.get("prev_hash"),
         hash: r.get("hash"),
@@ -169,7 +191,12 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.client().await?.simple_query("SELECT 1").await.map_err(pg_err).map(|_| ())
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(pg_err)
+            .map(|_| ())
     }
 
     async fn migrate(&self) -> StoreResult<u32> {
@@ -177,7 +204,9 @@ impl Store for PostgresStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         // Serialises concurrent cold starts; released at commit.
         let lock_key = format!("rollback_guard.migrate.{}", self.schema);
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key]).await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
+            .await
+            .map_err(pg_err)?;
         tx.batch_execute(&self.sql(
             "CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
@@ -186,7 +215,10 @@ impl Store for PostgresStore {
         .await
         .map_err(pg_err)?;
         let row = tx
-            .query_one(&self.sql("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"), &[])
+            .query_one(
+                &self.sql("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"),
+                &[],
+            )
             .await
             .map_err(pg_err)?;
         let current: i32 = row.get(0);
@@ -196,15 +228,24 @@ impl Store for PostgresStore {
                 continue;
             }
             tx.batch_execute(&self.sql(m)).await.map_err(pg_err)?;
-            tx.execute(&self.sql("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"), &[&version])
-                .await
-                .map_err(pg_err)?;
+            tx.execute(
+                &self.sql("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
+                &[&version],
+            )
+            .await
+            .map_err(pg_err)?;
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(u32::try_from(MIGRATIONS.len()).expect("few migrations"))
     }
 
-    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let sql = self.sql(&format!(
             "INSERT INTO {{s}}.leases AS l (name, holder, expires_at) VALUES ($1, $2, {})
              ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
@@ -215,17 +256,33 @@ impl Store for PostgresStore {
         ));
         let expires = now.plus(ttl).as_millis() as f64;
         let now = now.as_millis() as f64;
-        let rows = self.client().await?.query(&sql, &[&name, &holder, &expires, &now]).await.map_err(pg_err)?;
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&name, &holder, &expires, &now])
+            .await
+            .map_err(pg_err)?;
         Ok(rows.len() == 1)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let sql = self.sql("DELETE FROM {s}.leases WHERE name = $1 AND holder = $2");
-        let n = self.client().await?.execute(&sql, &[&name, &holder]).await.map_err(pg_err)?;
+        let n = self
+            .client()
+            .await?
+            .execute(&sql, &[&name, &holder])
+            .await
+            .map_err(pg_err)?;
         Ok(n == 1)
     }
 
-    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_once(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let sql = self.sql(&format!(
             "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at) VALUES ($1, $2, {})
              ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
@@ -236,7 +293,12 @@ impl Store for PostgresStore {
         ));
         let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
         let now = now.as_millis() as f64;
-        let rows = self.client().await?.query(&sql, &[&scope, &key, &expires, &now]).await.map_err(pg_err)?;
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&scope, &key, &expires, &now])
+            .await
+            .map_err(pg_err)?;
         Ok(rows.len() == 1)
     }
 
@@ -244,9 +306,14 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let lock_key = format!("rollback_guard.audit.{}", self.schema);
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key]).await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
+            .await
+            .map_err(pg_err)?;
         let head = tx
-            .query_opt(&self.sql("SELECT seq, hash FROM {s}.audit_log ORDER BY seq DESC LIMIT 1"), &[])
+            .query_opt(
+                &self.sql("SELECT seq, hash FROM {s}.audit_log ORDER BY seq DESC LIMIT 1"),
+                &[],
+            )
             .await
             .map_err(pg_err)?;
         let (seq, hash) = head.map_or((0, GENESIS_HASH.to_string()), |r| (r.get(0), r.get(1)));
@@ -260,7 +327,16 @@ impl Store for PostgresStore {
         let detail = rec.entry.detail.to_string();
         tx.execute(
             &sql,
-            &[&rec.seq, &rec.entry.actor, &rec.entry.action, &rec.entry.subject, &detail, &rec.prev_hash, &rec.hash, &at],
+            &[
+                &rec.seq,
+                &rec.entry.actor,
+                &rec.entry.action,
+                &rec.entry.subject,
+                &detail,
+                &rec.prev_hash,
+                &rec.hash,
+                &at,
+            ],
         )
         .await
         .map_err(pg_err)?;
@@ -275,7 +351,12 @@ impl Store for PostgresStore {
             ms("at")
         ));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.client().await?.query(&sql, &[&after, &limit]).await.map_err(pg_err)?;
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&after, &limit])
+            .await
+            .map_err(pg_err)?;
         rows.iter().map(audit_from_row).collect()
     }
 
@@ -289,10 +370,25 @@ impl Store for PostgresStore {
             ts(7),
             ts(8)
         ));
-        let (created, updated) = (d.created_at.as_millis() as f64, d.updated_at.as_millis() as f64);
+        let (created, updated) = (
+            d.created_at.as_millis() as f64,
+            d.updated_at.as_millis() as f64,
+        );
         self.client()
             .await?
-            .execute(&sql, &[&d.id, &d.environment, &d.url, &d.state.as_str(), &d.git_sha, &d.meta, &created, &updated])
+            .execute(
+                &sql,
+                &[
+                    &d.id,
+                    &d.environment,
+                    &d.url,
+                    &d.state.as_str(),
+                    &d.git_sha,
+                    &d.meta,
+                    &created,
+                    &updated,
+                ],
+            )
             .await
             .map_err(pg_err)?;
         Ok(())
@@ -300,17 +396,31 @@ impl Store for PostgresStore {
 
     async fn deployment(&self, id: &str) -> StoreResult<Option<Deployment>> {
         let sql = self.sql(&format!("{} WHERE id = $1", select_deployments()));
-        let row = self.client().await?.query_opt(&sql, &[&id]).await.map_err(pg_err)?;
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&id])
+            .await
+            .map_err(pg_err)?;
         row.as_ref().map(deployment_from_row).transpose()
     }
 
-    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>> {
+    async fn recent_deployments(
+        &self,
+        environment: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>> {
         let sql = self.sql(&format!(
             "{} WHERE environment = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
             select_deployments()
         ));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.client().await?.query(&sql, &[&environment, &limit]).await.map_err(pg_err)?;
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&environment, &limit])
+            .await
+            .map_err(pg_err)?;
         rows.iter().map(deployment_from_row).collect()
     }
 
@@ -320,7 +430,12 @@ impl Store for PostgresStore {
              SELECT $1, id FROM {s}.deployments WHERE id = $2
              ON CONFLICT (environment) DO UPDATE SET deployment_id = EXCLUDED.deployment_id",
         );
-        let n = self.client().await?.execute(&sql, &[&environment, &deployment_id]).await.map_err(pg_err)?;
+        let n = self
+            .client()
+            .await?
+            .execute(&sql, &[&environment, &deployment_id])
+            .await
+            .map_err(pg_err)?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("deployment {deployment_id}")));
         }
@@ -332,7 +447,12 @@ impl Store for PostgresStore {
             "{} WHERE id = (SELECT deployment_id FROM {{s}}.last_known_good WHERE environment = $1)",
             select_deployments()
         ));
-        let row = self.client().await?.query_opt(&sql, &[&environment]).await.map_err(pg_err)?;
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&environment])
+            .await
+            .map_err(pg_err)?;
         row.as_ref().map(deployment_from_row).transpose()
     }
 }

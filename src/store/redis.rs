@@ -10,7 +10,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use super::{ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult, MAX_APPEND_ATTEMPTS};
+use super::{
+    ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult, MAX_APPEND_ATTEMPTS,
+};
 use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::clock::Timestamp;
 
@@ -117,13 +119,20 @@ fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
 impl RedisStore {
     /// Connects (with reconnects handled by the connection manager).
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind())))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind())))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(5))
             .set_response_timeout(Duration::from_secs(5))
             .set_number_of_retries(2);
-        let conn = client.get_connection_manager_with_config(cfg).await.map_err(redis_err)?;
-        Ok(Self { conn, prefix: prefix.to_string() })
+        let conn = client
+            .get_connection_manager_with_config(cfg)
+            .await
+            .map_err(redis_err)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+        })
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -161,7 +170,8 @@ impl RedisStore {
 fn deployment_from_json(raw: &str) -> StoreResult<Deployment> {
     let j: DeploymentJson = serde_json::from_str(raw).map_err(|e| corrupt("deployment", e))?;
     Ok(Deployment {
-        state: DeploymentState::parse(&j.state).ok_or_else(|| StoreError::Corrupt(format!("deployment state {:?}", j.state)))?,
+        state: DeploymentState::parse(&j.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("deployment state {:?}", j.state)))?,
         id: j.id,
         environment: j.environment,
         url: j.url,
@@ -180,7 +190,10 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(redis_err)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
         Ok(())
     }
 
@@ -190,9 +203,9 @@ impl Store for RedisStore {
         let key = self.key(&["schema_version"]);
         let current: Option<u32> = conn.get(&key).await.map_err(redis_err)?;
         match current {
-            Some(v) if v > SCHEMA_VERSION => {
-                Err(StoreError::Corrupt(format!("schema version {v} is newer than this build ({SCHEMA_VERSION})")))
-            }
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
+                "schema version {v} is newer than this build ({SCHEMA_VERSION})"
+            ))),
             _ => {
                 let _: () = conn.set(&key, SCHEMA_VERSION).await.map_err(redis_err)?;
                 Ok(SCHEMA_VERSION)
@@ -200,7 +213,13 @@ impl Store for RedisStore {
         }
     }
 
-    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let ttl = ttl_millis(ttl);
         let n: i64 = Script::new(ACQUIRE)
@@ -226,7 +245,13 @@ impl Store for RedisStore {
         Ok(n == 1)
     }
 
-    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_once(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let ttl = ttl_millis(ttl);
         let n: i64 = Script::new(CLAIM)
@@ -246,8 +271,13 @@ impl Store for RedisStore {
         let log_key = self.key(&["audit", "log"]);
         let script = Script::new(APPEND_AUDIT);
         for attempt in 0..MAX_APPEND_ATTEMPTS {
-            let (seq, hash): (Option<i64>, Option<String>) =
-                redis::cmd("HMGET").arg(&head_key).arg("seq").arg("hash").query_async(&mut conn).await.map_err(redis_err)?;
+            let (seq, hash): (Option<i64>, Option<String>) = redis::cmd("HMGET")
+                .arg(&head_key)
+                .arg("seq")
+                .arg("hash")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
             let seq = seq.unwrap_or(0);
             let hash = hash.unwrap_or_else(|| GENESIS_HASH.to_string());
             let rec = AuditRecord::chain(seq, &hash, entry.clone());
@@ -278,7 +308,9 @@ impl Store for RedisStore {
             let jitter = rand::random::<u64>() % (1 + attempt as u64 * 2);
             tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
-        Err(StoreError::Contention("audit append lost the race too many times".into()))
+        Err(StoreError::Contention(
+            "audit append lost the race too many times".into(),
+        ))
     }
 
     async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
@@ -288,10 +320,14 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let start = after.max(0) as isize;
         let stop = start + limit as isize - 1;
-        let raw: Vec<String> = conn.lrange(self.key(&["audit", "log"]), start, stop).await.map_err(redis_err)?;
+        let raw: Vec<String> = conn
+            .lrange(self.key(&["audit", "log"]), start, stop)
+            .await
+            .map_err(redis_err)?;
         raw.iter()
             .map(|r| {
-                let j: AuditJson = serde_json::from_str(r).map_err(|e| corrupt("audit record", e))?;
+                let j: AuditJson =
+                    serde_json::from_str(r).map_err(|e| corrupt("audit record", e))?;
                 Ok(AuditRecord {
                     seq: j.seq,
                     entry: AuditEntry {
@@ -299,7 +335,8 @@ impl Store for RedisStore {
                         actor: j.actor,
                         action: j.action,
                         subject: j.subject,
-                        detail: serde_json::from_str(&j.detail).map_err(|e| corrupt("audit detail", e))?,
+                        detail: serde_json::from_str(&j.detail)
+                            .map_err(|e| corrupt("audit detail", e))?,
                     },
                     prev_hash: j.prev_hash,
                     hash: j.hash,
@@ -336,38 +373,63 @@ impl Store for RedisStore {
 
     async fn deployment(&self, id: &str) -> StoreResult<Option<Deployment>> {
         let mut conn = self.conn.clone();
-        let raw: Option<String> = conn.get(self.key(&["deploy", id])).await.map_err(redis_err)?;
+        let raw: Option<String> = conn
+            .get(self.key(&["deploy", id]))
+            .await
+            .map_err(redis_err)?;
         raw.as_deref().map(deployment_from_json).transpose()
     }
 
-    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>> {
+    async fn recent_deployments(
+        &self,
+        environment: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
-        let ids: Vec<String> =
-            conn.zrevrange(self.key(&["deploys", environment]), 0, limit as isize - 1).await.map_err(redis_err)?;
+        let ids: Vec<String> = conn
+            .zrevrange(self.key(&["deploys", environment]), 0, limit as isize - 1)
+            .await
+            .map_err(redis_err)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| self.key(&["deploy", id])).collect();
-        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await.map_err(redis_err)?;
-        raw.into_iter().flatten().map(|r| deployment_from_json(&r)).collect()
+        let raw: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        raw.into_iter()
+            .flatten()
+            .map(|r| deployment_from_json(&r))
+            .collect()
     }
 
     async fn set_last_known_good(&self, environment: &str, deployment_id: &str) -> StoreResult<()> {
         let mut conn = self.conn.clone();
-        let exists: bool = conn.exists(self.key(&["deploy", deployment_id])).await.map_err(redis_err)?;
+        let exists: bool = conn
+            .exists(self.key(&["deploy", deployment_id]))
+            .await
+            .map_err(redis_err)?;
         if !exists {
             return Err(StoreError::NotFound(format!("deployment {deployment_id}")));
         }
-        let _: () = conn.set(self.key(&["lkg", environment]), deployment_id).await.map_err(redis_err)?;
+        let _: () = conn
+            .set(self.key(&["lkg", environment]), deployment_id)
+            .await
+            .map_err(redis_err)?;
         Ok(())
     }
 
     async fn last_known_good(&self, environment: &str) -> StoreResult<Option<Deployment>> {
         let mut conn = self.conn.clone();
-        let id: Option<String> = conn.get(self.key(&["lkg", environment])).await.map_err(redis_err)?;
+        let id: Option<String> = conn
+            .get(self.key(&["lkg", environment]))
+            .await
+            .map_err(redis_err)?;
         match id {
             Some(id) => self.deployment(&id).await,
             None => Ok(None),

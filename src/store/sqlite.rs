@@ -36,10 +36,17 @@ pub struct SqliteStore {
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
     match e {
-        rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
             StoreError::Unavailable(e.to_string())
         }
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => StoreError::Unavailable(e.to_string()),
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
+            StoreError::Unavailable(e.to_string())
+        }
         other => StoreError::Query(other.to_string()),
     }
 }
@@ -50,19 +57,25 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
             let conn = Connection::open(&path).map_err(sql_err)?;
             conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
-            conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
-            conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
-            conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(sql_err)?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(sql_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(sql_err)?;
             Ok(conn)
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` on the connection off the async runtime.
@@ -73,7 +86,9 @@ impl SqliteStore {
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut guard)
         })
         .await
@@ -101,13 +116,18 @@ fn deployment_from_row(r: &Row) -> rusqlite::Result<(Deployment, String, String)
 }
 
 /// Finishes decoding the columns rusqlite cannot type-check for us.
-fn finish_deployment((mut d, state, meta): (Deployment, String, String)) -> StoreResult<Deployment> {
-    d.state = DeploymentState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("deployment state {state:?}")))?;
-    d.meta = serde_json::from_str(&meta).map_err(|e| StoreError::Corrupt(format!("deployment meta: {e}")))?;
+fn finish_deployment(
+    (mut d, state, meta): (Deployment, String, String),
+) -> StoreResult<Deployment> {
+    d.state = DeploymentState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("deployment state {state:?}")))?;
+    d.meta = serde_json::from_str(&meta)
+        .map_err(|e| StoreError::Corrupt(format!("deployment meta: {e}")))?;
     Ok(d)
 }
 
-const SELECT_DEPLOYMENTS: &str = "SELECT id, environment, url, state, git_sha, created_at, updated_at, meta FROM deployments";
+const SELECT_DEPLOYMENTS: &str =
+    "SELECT id, environment, url, state, git_sha, created_at, updated_at, meta FROM deployments";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -116,16 +136,22 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
+            .await
     }
 
     async fn migrate(&self) -> StoreResult<u32> {
         self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
-            let current: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err)?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let current: u32 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(sql_err)?;
             for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
                 tx.execute_batch(m).map_err(sql_err)?;
-                tx.pragma_update(None, "user_version", i + 1).map_err(sql_err)?;
+                tx.pragma_update(None, "user_version", i + 1)
+                    .map_err(sql_err)?;
             }
             tx.commit().map_err(sql_err)?;
             Ok(MIGRATIONS.len() as u32)
@@ -133,7 +159,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn try_acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let (name, holder) = (name.to_string(), holder.to_string());
         let expires = now.as_millis().saturating_add(ttl_millis(ttl));
         self.with(move |c| {
@@ -153,13 +185,24 @@ impl Store for SqliteStore {
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.with(move |c| {
-            let n = c.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![name, holder]).map_err(sql_err)?;
+            let n = c
+                .execute(
+                    "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                    params![name, holder],
+                )
+                .map_err(sql_err)?;
             Ok(n == 1)
         })
         .await
     }
 
-    async fn claim_once(&self, scope: &str, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_once(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let (scope, key) = (scope.to_string(), key.to_string());
         let expires = now.as_millis().saturating_add(ttl_millis(ttl));
         self.with(move |c| {
@@ -180,9 +223,15 @@ impl Store for SqliteStore {
         self.with(move |c| {
             // IMMEDIATE takes the write lock up front, so the head read and the insert are one step
             // even across processes sharing the file.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
             let head: Option<(i64, String)> = tx
-                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(
+                    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()
                 .map_err(sql_err)?;
             let (seq, hash) = head.unwrap_or((0, GENESIS_HASH.to_string()));
@@ -233,7 +282,8 @@ impl Store for SqliteStore {
                 .map_err(sql_err)?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, at, actor, action, subject, detail, prev_hash, hash) = row.map_err(sql_err)?;
+                let (seq, at, actor, action, subject, detail, prev_hash, hash) =
+                    row.map_err(sql_err)?;
                 out.push(AuditRecord {
                     seq,
                     entry: AuditEntry {
@@ -241,7 +291,8 @@ impl Store for SqliteStore {
                         actor,
                         action,
                         subject,
-                        detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+                        detail: serde_json::from_str(&detail)
+                            .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
                     },
                     prev_hash,
                     hash,
@@ -282,7 +333,11 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.with(move |c| {
             let row = c
-                .query_row(&format!("{SELECT_DEPLOYMENTS} WHERE id = ?1"), params![id], deployment_from_row)
+                .query_row(
+                    &format!("{SELECT_DEPLOYMENTS} WHERE id = ?1"),
+                    params![id],
+                    deployment_from_row,
+                )
                 .optional()
                 .map_err(sql_err)?;
             row.map(finish_deployment).transpose()
@@ -290,7 +345,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recent_deployments(&self, environment: &str, limit: usize) -> StoreResult<Vec<Deployment>> {
+    async fn recent_deployments(
+        &self,
+        environment: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>> {
         let environment = environment.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |c| {

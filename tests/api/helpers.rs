@@ -1,0 +1,208 @@
+//! Test harness: stores on every backend with per-test isolation, and the
+//! real HTTP server on port 0.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rollback_guard::app::App;
+use rollback_guard::clock::{Clock, SystemClock};
+use rollback_guard::config::{Config, StoreConfig};
+use rollback_guard::secret::Secret;
+use rollback_guard::store::{self, PostgresStore, RedisStore, Store};
+
+pub fn pg_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A unique lowercase name for a schema, key prefix or file.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+/// A migrated store in its own schema / prefix / file, removed on drop
+/// (even when the test panics).
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub config: StoreConfig,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend) -> Self {
+        let (config, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                (
+                    StoreConfig::Sqlite {
+                        path: dir.path().join("guard.db"),
+                    },
+                    Some(dir),
+                )
+            }
+            Backend::Postgres => (
+                StoreConfig::Postgres {
+                    url: Secret::new(pg_url()),
+                    schema: unique("rg_test"),
+                },
+                None,
+            ),
+            Backend::Redis => (
+                StoreConfig::Redis {
+                    url: Secret::new(redis_url()),
+                    prefix: format!("{}:", unique("rgtest")),
+                },
+                None,
+            ),
+        };
+        let store = store::connect(&config).await.unwrap_or_else(|e| {
+            panic!("{backend:?} store must be reachable for this test (see tests/api/main.rs): {e}")
+        });
+        store.migrate().await.expect("migrate");
+        Self {
+            store,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// A second, independent connection to the same data.
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        let s = store::connect(&self.config).await.expect("reconnect");
+        s.migrate().await.expect("migrate again");
+        s
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let config = self.config.clone();
+        // Drop cannot be async; clean up on a separate thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                match config {
+                    StoreConfig::Postgres { url, schema } => {
+                        if let Ok(s) = PostgresStore::connect(url.expose(), &schema) {
+                            let _ = s.drop_schema().await;
+                        }
+                    }
+                    StoreConfig::Redis { url, prefix } => {
+                        if let Ok(s) = RedisStore::connect(url.expose(), &prefix).await {
+                            let _ = s.delete_all().await;
+                        }
+                    }
+                    StoreConfig::Sqlite { .. } => {}
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Config from explicit variables only; the policy is the built-in default
+/// unless `ROLLBACK_GUARD_POLICY_TOML` is given.
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    try_config(vars).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+}
+
+pub fn try_config(vars: &[(&str, &str)]) -> Result<Config, rollback_guard::config::ConfigErrors> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(&move |k| {
+        map.get(k)
+            .cloned()
+            .or_else(|| (k == "ROLLBACK_GUARD_POLICY_TOML").then(String::new))
+    })
+}
+
+/// The real server on 127.0.0.1:0, stopped on drop.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _store: Option<TestStore>,
+}
+
+impl TestApp {
+    /// Serves an app on `backend` with the given extra variables.
+    pub async fn spawn(backend: Backend, vars: &[(&str, &str)]) -> Self {
+        let ts = TestStore::new(backend).await;
+        let mut cfg = config(vars);
+        cfg.store = ts.config.clone();
+        let app = App::with_store(cfg, Arc::clone(&ts.store), Arc::new(SystemClock));
+        let mut t = Self::serve(app).await;
+        t._store = Some(ts);
+        t
+    }
+
+    /// Serves an already-built app.
+    pub async fn serve(app: App) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(rollback_guard::server::serve(
+            listener,
+            Arc::new(app),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            _store: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The real clock, for tests that need a `&dyn Clock`.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// Reads a JSON body, failing the test with the raw text when it is not JSON.
+pub async fn json(res: reqwest::Response) -> serde_json::Value {
+    let text = res.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

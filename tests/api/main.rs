@@ -1,0 +1,13 @@
+//! One integration test binary (faster to link than one per file).
+//! Postgres and Redis tests need the servers named by `TEST_DATABASE_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`) and
+//! `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); each test gets a
+//! fresh schema / key prefix and removes it afterwards.
+
+mod deploy_layout;
+mod functions;
+mod health;
+mod helpers;
+mod lease;
+mod routing;
+mod store_contract;

@@ -1,0 +1,373 @@
+//! The `Store` contract, run against every backend. Each case is written once
+//! in `cases` and instantiated per backend by the `contract!` macro.
+
+use super::helpers::{Backend, TestStore};
+
+mod cases {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rollback_guard::audit::{verify_chain, AuditEntry, GENESIS_HASH};
+    use rollback_guard::clock::Timestamp;
+    use rollback_guard::store::{Deployment, DeploymentState, Store, StoreError};
+    use serde_json::json;
+
+    use super::TestStore;
+
+    const T0: Timestamp = Timestamp::from_millis(1_764_000_000_000);
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn entry(action: &str, detail: serde_json::Value) -> AuditEntry {
+        AuditEntry {
+            at: T0,
+            actor: "test".into(),
+            action: action.into(),
+            subject: "subj".into(),
+            detail,
+        }
+    }
+
+    fn deployment(id: &str, env: &str, created_ms: i64) -> Deployment {
+        Deployment {
+            id: id.into(),
+            environment: env.into(),
+            url: format!("{id}.vercel.app"),
+            state: DeploymentState::Ready,
+            git_sha: Some("abc123".into()),
+            created_at: Timestamp::from_millis(created_ms),
+            updated_at: Timestamp::from_millis(created_ms + 5),
+            meta: json!({"branch": "main", "n": 1}),
+        }
+    }
+
+    pub async fn ping_and_migrate_are_idempotent(t: &TestStore) {
+        t.store.ping().await.unwrap();
+        let v1 = t.store.migrate().await.unwrap();
+        let v2 = t.store.migrate().await.unwrap();
+        assert_eq!(v1, v2);
+        assert!(v1 >= 1);
+    }
+
+    pub async fn concurrent_migrations_from_fresh_connections_all_succeed(t: &TestStore) {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let s = t.reopen().await;
+            tasks.push(tokio::spawn(async move { s.migrate().await }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn lease_is_exclusive_until_it_expires(t: &TestStore) {
+        let s = &t.store;
+        assert!(s
+            .try_acquire_lease("cron:evaluate", "a", T0, MIN)
+            .await
+            .unwrap());
+        assert!(!s
+            .try_acquire_lease("cron:evaluate", "b", T0.plus(Duration::from_secs(59)), MIN)
+            .await
+            .unwrap());
+        assert!(
+            s.try_acquire_lease("cron:probe", "b", T0, MIN)
+                .await
+                .unwrap(),
+            "leases are per name"
+        );
+        // The holder may renew.
+        assert!(s
+            .try_acquire_lease("cron:evaluate", "a", T0.plus(Duration::from_secs(30)), MIN)
+            .await
+            .unwrap());
+        assert!(!s
+            .try_acquire_lease("cron:evaluate", "b", T0.plus(Duration::from_secs(80)), MIN)
+            .await
+            .unwrap());
+        // After the renewed expiry (T0+90s) another holder gets it.
+        assert!(s
+            .try_acquire_lease("cron:evaluate", "b", T0.plus(Duration::from_secs(90)), MIN)
+            .await
+            .unwrap());
+    }
+
+    pub async fn only_the_holder_releases_a_lease(t: &TestStore) {
+        let s = &t.store;
+        assert!(s.try_acquire_lease("l", "a", T0, MIN).await.unwrap());
+        assert!(!s.release_lease("l", "b").await.unwrap());
+        assert!(!s.try_acquire_lease("l", "b", T0, MIN).await.unwrap());
+        assert!(s.release_lease("l", "a").await.unwrap());
+        assert!(
+            !s.release_lease("l", "a").await.unwrap(),
+            "second release is a no-op"
+        );
+        assert!(s.try_acquire_lease("l", "b", T0, MIN).await.unwrap());
+    }
+
+    pub async fn exactly_one_of_many_racing_holders_gets_a_lease(t: &TestStore) {
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s: Arc<dyn Store> = if i % 2 == 0 {
+                Arc::clone(&t.store)
+            } else {
+                t.reopen().await
+            };
+            tasks.push(tokio::spawn(async move {
+                s.try_acquire_lease("race", &format!("h{i}"), T0, MIN)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+    }
+
+    pub async fn claim_once_accepts_a_key_once_per_scope_until_expiry(t: &TestStore) {
+        let s = &t.store;
+        assert!(s.claim_once("sentry", "delivery-1", T0, MIN).await.unwrap());
+        assert!(!s
+            .claim_once(
+                "sentry",
+                "delivery-1",
+                T0.plus(Duration::from_secs(10)),
+                MIN
+            )
+            .await
+            .unwrap());
+        assert!(
+            s.claim_once("vercel", "delivery-1", T0, MIN).await.unwrap(),
+            "scopes are independent"
+        );
+        assert!(s.claim_once("sentry", "delivery-2", T0, MIN).await.unwrap());
+        assert!(
+            s.claim_once("sentry", "delivery-1", T0.plus(MIN), MIN)
+                .await
+                .unwrap(),
+            "expired claims can be made again"
+        );
+    }
+
+    pub async fn exactly_one_of_many_racing_claims_wins(t: &TestStore) {
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s: Arc<dyn Store> = if i % 2 == 0 {
+                Arc::clone(&t.store)
+            } else {
+                t.reopen().await
+            };
+            tasks.push(tokio::spawn(async move {
+                s.claim_once("nonce", "n-1", T0, MIN).await.unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+    }
+
+    pub async fn audit_log_is_sequenced_and_chained(t: &TestStore) {
+        let s = &t.store;
+        let a = s.append_audit(entry("first", json!({}))).await.unwrap();
+        let b = s
+            .append_audit(entry("second", json!({"x": 1})))
+            .await
+            .unwrap();
+        let c = s.append_audit(entry("third", json!(null))).await.unwrap();
+        assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
+        assert_eq!(a.prev_hash, GENESIS_HASH);
+        assert_eq!(b.prev_hash, a.hash);
+        let all = s.audit_after(0, 100).await.unwrap();
+        assert_eq!(all, vec![a.clone(), b.clone(), c.clone()]);
+        verify_chain((0, GENESIS_HASH), &all).unwrap();
+        assert_eq!(s.audit_after(1, 1).await.unwrap(), vec![b.clone()]);
+        assert_eq!(s.audit_after(3, 10).await.unwrap(), vec![]);
+        assert_eq!(s.audit_after(0, 0).await.unwrap(), vec![]);
+    }
+
+    pub async fn audit_details_round_trip_exactly(t: &TestStore) {
+        let detail = json!({
+            "nested": {"list": [1, 2.5, -3, 1e21], "empty": {}},
+            "text": "naïve — \"quoted\" \n newline 🚀",
+            "big": 9_007_199_254_740_993u64,
+            "null": null,
+            "flag": true
+        });
+        let rec = t
+            .store
+            .append_audit(entry("evidence", detail.clone()))
+            .await
+            .unwrap();
+        let back = t.reopen().await.audit_after(0, 1).await.unwrap();
+        assert_eq!(back[0].entry.detail, detail);
+        assert_eq!(back[0], rec);
+        verify_chain((0, GENESIS_HASH), &back).unwrap();
+    }
+
+    pub async fn concurrent_appends_from_many_connections_keep_one_chain(t: &TestStore) {
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let s: Arc<dyn Store> = if i % 3 == 0 {
+                Arc::clone(&t.store)
+            } else {
+                t.reopen().await
+            };
+            tasks.push(tokio::spawn(async move {
+                s.append_audit(entry(&format!("a{i}"), json!({"i": i})))
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let all = t.store.audit_after(0, 100).await.unwrap();
+        assert_eq!(all.len(), 24);
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=24).collect::<Vec<_>>()
+        );
+        verify_chain((0, GENESIS_HASH), &all).unwrap();
+        let actions: BTreeSet<_> = all.iter().map(|r| r.entry.action.clone()).collect();
+        assert_eq!(actions.len(), 24, "no append lost or duplicated");
+    }
+
+    pub async fn deployments_upsert_and_read_back(t: &TestStore) {
+        let s = &t.store;
+        assert_eq!(s.deployment("dpl_missing").await.unwrap(), None);
+        let mut d = deployment("dpl_1", "production", 1_000);
+        s.upsert_deployment(&d).await.unwrap();
+        assert_eq!(s.deployment("dpl_1").await.unwrap(), Some(d.clone()));
+        d.state = DeploymentState::Promoted;
+        d.git_sha = None;
+        d.meta = json!({"promoted_by": "ci"});
+        s.upsert_deployment(&d).await.unwrap();
+        assert_eq!(s.deployment("dpl_1").await.unwrap(), Some(d));
+    }
+
+    pub async fn recent_deployments_are_newest_first_per_environment(t: &TestStore) {
+        let s = &t.store;
+        for (id, env, ms) in [
+            ("dpl_a", "production", 1_000),
+            ("dpl_b", "production", 3_000),
+            ("dpl_c", "production", 2_000),
+            ("dpl_p", "preview", 5_000),
+            ("dpl_d", "production", 3_000),
+        ] {
+            s.upsert_deployment(&deployment(id, env, ms)).await.unwrap();
+        }
+        let ids = |v: Vec<Deployment>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+        // Equal creation times are ordered by id, descending.
+        assert_eq!(
+            ids(s.recent_deployments("production", 10).await.unwrap()),
+            ["dpl_d", "dpl_b", "dpl_c", "dpl_a"]
+        );
+        assert_eq!(
+            ids(s.recent_deployments("production", 2).await.unwrap()),
+            ["dpl_d", "dpl_b"]
+        );
+        assert_eq!(
+            ids(s.recent_deployments("preview", 10).await.unwrap()),
+            ["dpl_p"]
+        );
+        assert!(s
+            .recent_deployments("staging", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Moving a deployment to another environment moves it in the listings.
+        s.upsert_deployment(&deployment("dpl_p", "production", 4_000))
+            .await
+            .unwrap();
+        assert!(s
+            .recent_deployments("preview", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            ids(s.recent_deployments("production", 1).await.unwrap()),
+            ["dpl_p"]
+        );
+    }
+
+    pub async fn last_known_good_tracks_one_deployment_per_environment(t: &TestStore) {
+        let s = &t.store;
+        assert_eq!(s.last_known_good("production").await.unwrap(), None);
+        match s.set_last_known_good("production", "dpl_unknown").await {
+            Err(StoreError::NotFound(_)) => {}
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        let a = deployment("dpl_a", "production", 1_000);
+        let b = deployment("dpl_b", "production", 2_000);
+        s.upsert_deployment(&a).await.unwrap();
+        s.upsert_deployment(&b).await.unwrap();
+        s.set_last_known_good("production", "dpl_a").await.unwrap();
+        assert_eq!(s.last_known_good("production").await.unwrap(), Some(a));
+        s.set_last_known_good("production", "dpl_b").await.unwrap();
+        assert_eq!(s.last_known_good("production").await.unwrap(), Some(b));
+        assert_eq!(s.last_known_good("staging").await.unwrap(), None);
+    }
+
+    pub async fn data_survives_a_new_connection(t: &TestStore) {
+        t.store
+            .upsert_deployment(&deployment("dpl_x", "production", 7))
+            .await
+            .unwrap();
+        t.store
+            .append_audit(entry("kept", json!({})))
+            .await
+            .unwrap();
+        assert!(t.store.claim_once("s", "k", T0, MIN).await.unwrap());
+        let fresh = t.reopen().await;
+        assert!(fresh.deployment("dpl_x").await.unwrap().is_some());
+        assert_eq!(fresh.audit_after(0, 10).await.unwrap().len(), 1);
+        assert!(!fresh.claim_once("s", "k", T0, MIN).await.unwrap());
+    }
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let t = super::TestStore::new(super::Backend::Sqlite).await;
+                super::cases::$case(&t).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let t = super::TestStore::new(super::Backend::Postgres).await;
+                super::cases::$case(&t).await;
+            })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let t = super::TestStore::new(super::Backend::Redis).await;
+                super::cases::$case(&t).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    ping_and_migrate_are_idempotent,
+    concurrent_migrations_from_fresh_connections_all_succeed,
+    lease_is_exclusive_until_it_expires,
+    only_the_holder_releases_a_lease,
+    exactly_one_of_many_racing_holders_gets_a_lease,
+    claim_once_accepts_a_key_once_per_scope_until_expiry,
+    exactly_one_of_many_racing_claims_wins,
+    audit_log_is_sequenced_and_chained,
+    audit_details_round_trip_exactly,
+    concurrent_appends_from_many_connections_keep_one_chain,
+    deployments_upsert_and_read_back,
+    recent_deployments_are_newest_first_per_environment,
+    last_known_good_tracks_one_deployment_per_environment,
+    data_survives_a_new_connection,
+);
