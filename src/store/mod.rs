@@ -22,7 +22,7 @@ use crate::config::StoreConfig;
 pub use postgres::PostgresStore;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
-pub use types::{Deployment, DeploymentState};
+pub use types::{Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow, MAX_PREFIX};
 
 /// A store failure. Every variant is transient from a caller's point of view
 /// except `Corrupt`: webhook senders get a 503 and retry.
@@ -85,6 +85,43 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> StoreResult<bool>;
 
+    /// Withdraws a claim, so a delivery whose processing failed can be retried.
+    async fn release_claim(&self, scope: &str, key: &str) -> StoreResult<()>;
+
+    /// Writes a document if its stored version equals `expected` (`None`:
+    /// only if it does not exist yet). `doc.version` is ignored.
+    async fn put_doc(&self, doc: &Doc, expected: Option<i64>) -> StoreResult<DocWrite>;
+
+    /// One document.
+    async fn get_doc(&self, kind: &str, id: &str) -> StoreResult<Option<Doc>>;
+
+    /// Documents of `kind` matching `filter`, most recently updated first.
+    async fn list_docs(
+        &self,
+        kind: &str,
+        filter: &DocFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<Doc>>;
+
+    /// Adds (or, for `max:` names, raises to) each value in one minute's
+    /// counters of `environment`/`deployment`. Atomic per counter.
+    async fn add_rollup(
+        &self,
+        environment: &str,
+        deployment: &str,
+        minute: i64,
+        values: &[(String, f64)],
+    ) -> StoreResult<()>;
+
+    /// Counters of `environment`/`deployment` with `from <= minute < to`.
+    async fn rollups(
+        &self,
+        environment: &str,
+        deployment: &str,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<RollupRow>>;
+
     /// Appends to the hash-chained audit log; sequencing is atomic across instances.
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord>;
 
@@ -129,4 +166,26 @@ pub(crate) const MAX_APPEND_ATTEMPTS: usize = 50;
 
 fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// Folds duplicate counter names in one batch (sum, or max for `max:` names),
+/// so each counter is written once per statement.
+pub(crate) fn merge_values(values: &[(String, f64)]) -> Vec<(String, f64)> {
+    let mut merged: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for (name, v) in values {
+        merged
+            .entry(name.as_str())
+            .and_modify(|cur| {
+                *cur = if name.starts_with(MAX_PREFIX) {
+                    cur.max(*v)
+                } else {
+                    *cur + v
+                }
+            })
+            .or_insert(*v);
+    }
+    merged
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }

@@ -10,12 +10,16 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
-use super::{ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult};
+use super::{
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
+    Store, StoreError, StoreResult,
+};
 use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::clock::Timestamp;
 
 /// Schema migrations, applied in order; `{s}` is the guard's schema.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE {s}.leases (
     name       text PRIMARY KEY,
     holder     text NOT NULL,
@@ -52,7 +56,29 @@ CREATE TABLE {s}.last_known_good (
     environment   text PRIMARY KEY,
     deployment_id text NOT NULL REFERENCES {s}.deployments (id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE {s}.docs (
+    kind       text NOT NULL,
+    id         text NOT NULL,
+    version    bigint NOT NULL,
+    scope      text NOT NULL,
+    status     text NOT NULL,
+    updated_at timestamptz NOT NULL,
+    body       jsonb NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX docs_listing ON {s}.docs (kind, scope, status, updated_at DESC, id DESC);
+CREATE TABLE {s}.rollups (
+    environment text NOT NULL,
+    deployment  text NOT NULL,
+    minute      bigint NOT NULL,
+    name        text NOT NULL,
+    value       float8 NOT NULL,
+    PRIMARY KEY (environment, deployment, minute, name)
+);
+"#,
+];
 
 /// Parameter `$n` (milliseconds) as a timestamptz inside SQL.
 fn ts(n: usize) -> String {
@@ -165,6 +191,18 @@ fn deployment_from_row(r: &Row) -> StoreResult<Deployment> {
         updated_at: Timestamp::from_millis(r.get("updated_ms")),
         meta: r.get("meta"),
     })
+}
+
+fn doc_from_row(kind: &str, r: &Row) -> Doc {
+    Doc {
+        kind: kind.to_string(),
+        id: r.get("id"),
+        version: r.get("version"),
+        scope: r.get("scope"),
+        status: r.get("status"),
+        updated_at: Timestamp::from_millis(r.get("updated_ms")),
+        body: r.get("body"),
+    }
 }
 
 fn audit_from_row(r: &Row) -> StoreResult<AuditRecord> {
@@ -300,6 +338,131 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_err)?;
         Ok(rows.len() == 1)
+    }
+
+    async fn release_claim(&self, scope: &str, key: &str) -> StoreResult<()> {
+        let sql = self.sql("DELETE FROM {s}.once_claims WHERE scope = $1 AND key = $2");
+        self.client()
+            .await?
+            .execute(&sql, &[&scope, &key])
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn put_doc(&self, doc: &Doc, expected: Option<i64>) -> StoreResult<DocWrite> {
+        let updated = doc.updated_at.as_millis() as f64;
+        let c = self.client().await?;
+        let row = match expected {
+            None => {
+                let sql = self.sql(&format!(
+                    "INSERT INTO {{s}}.docs (kind, id, version, scope, status, updated_at, body)
+                     VALUES ($1, $2, 1, $3, $4, {}, $6) ON CONFLICT (kind, id) DO NOTHING RETURNING version",
+                    ts(5)
+                ));
+                c.query_opt(&sql, &[&doc.kind, &doc.id, &doc.scope, &doc.status, &updated, &doc.body]).await
+            }
+            Some(v) => {
+                let sql = self.sql(&format!(
+                    "UPDATE {{s}}.docs SET version = version + 1, scope = $3, status = $4, updated_at = {}, body = $6
+                     WHERE kind = $1 AND id = $2 AND version = $7 RETURNING version",
+                    ts(5)
+                ));
+                c.query_opt(&sql, &[&doc.kind, &doc.id, &doc.scope, &doc.status, &updated, &doc.body, &v]).await
+            }
+        }
+        .map_err(pg_err)?;
+        Ok(row.map_or(DocWrite::Conflict, |r| DocWrite::Written(r.get(0))))
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+        let sql = self.sql(&format!(
+            "SELECT id, version, scope, status, {} AS updated_ms, body FROM {{s}}.docs WHERE kind = $1 AND id = $2",
+            ms("updated_at")
+        ));
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&kind, &id])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| doc_from_row(kind, &r)))
+    }
+
+    async fn list_docs(
+        &self,
+        kind: &str,
+        filter: &DocFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<Doc>> {
+        let sql = self.sql(&format!(
+            "SELECT id, version, scope, status, {} AS updated_ms, body FROM {{s}}.docs
+             WHERE kind = $1 AND ($2::text IS NULL OR scope = $2) AND ($3::text IS NULL OR status = $3)
+             ORDER BY updated_at DESC, id DESC LIMIT $4",
+            ms("updated_at")
+        ));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&kind, &filter.scope, &filter.status, &limit])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| doc_from_row(kind, r)).collect())
+    }
+
+    async fn add_rollup(
+        &self,
+        environment: &str,
+        deployment: &str,
+        minute: i64,
+        values: &[(String, f64)],
+    ) -> StoreResult<()> {
+        let merged = merge_values(values);
+        if merged.is_empty() {
+            return Ok(());
+        }
+        let (names, vals): (Vec<String>, Vec<f64>) = merged.into_iter().unzip();
+        let sql = self.sql(
+            "INSERT INTO {s}.rollups AS r (environment, deployment, minute, name, value)
+             SELECT $1, $2, $3, n, v FROM unnest($4::text[], $5::float8[]) AS t(n, v)
+             ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
+               CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
+                    ELSE r.value + EXCLUDED.value END",
+        );
+        self.client()
+            .await?
+            .execute(&sql, &[&environment, &deployment, &minute, &names, &vals])
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn rollups(
+        &self,
+        environment: &str,
+        deployment: &str,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<RollupRow>> {
+        let sql = self.sql(
+            "SELECT minute, name, value FROM {s}.rollups
+             WHERE environment = $1 AND deployment = $2 AND minute >= $3 AND minute < $4 ORDER BY minute, name",
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&environment, &deployment, &from, &to])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| RollupRow {
+                minute: r.get(0),
+                name: r.get(1),
+                value: r.get(2),
+            })
+            .collect())
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord> {

@@ -3,6 +3,7 @@
 //! multiplexed connection cannot use). Expiry decisions use the caller's
 //! `now`; Redis TTLs only garbage-collect.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +12,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult, MAX_APPEND_ATTEMPTS,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
+    Store, StoreError, StoreResult, MAX_APPEND_ATTEMPTS,
 };
 use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::clock::Timestamp;
@@ -73,6 +75,77 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 ";
+
+/// Compare-and-set write of document `KEYS[1]`. ARGV: expected version (''
+/// for create), body JSON, index prefix, id, scope, status, updated_ms.
+/// Maintains four listing indexes (all, by scope, by status, by both),
+/// scored by update time. The body is kept as a string so cjson never
+/// re-encodes (and rounds) its numbers.
+const PUT_DOC: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local version
+local p = ARGV[3]
+if cur then
+  if ARGV[1] == '' then return 0 end
+  local d = cjson.decode(cur)
+  if tostring(d.version) ~= ARGV[1] then return 0 end
+  version = d.version + 1
+  redis.call('ZREM', p .. 's:' .. d.scope, ARGV[4])
+  redis.call('ZREM', p .. 't:' .. d.status, ARGV[4])
+  redis.call('ZREM', p .. 'st:' .. d.scope .. '|' .. d.status, ARGV[4])
+else
+  if ARGV[1] ~= '' then return 0 end
+  version = 1
+end
+redis.call('SET', KEYS[1], cjson.encode({version = version, scope = ARGV[5], status = ARGV[6], updated_at = ARGV[7], body = ARGV[2]}))
+local score = tonumber(ARGV[7])
+redis.call('ZADD', p .. 'all', score, ARGV[4])
+redis.call('ZADD', p .. 's:' .. ARGV[5], score, ARGV[4])
+redis.call('ZADD', p .. 't:' .. ARGV[6], score, ARGV[4])
+redis.call('ZADD', p .. 'st:' .. ARGV[5] .. '|' .. ARGV[6], score, ARGV[4])
+return version
+";
+
+/// Adds counters to hash `KEYS[1]` (ARGV pairs of name, value after the
+/// first two), raising instead of adding for `max:` names, and records the
+/// minute `ARGV[1]` in index `KEYS[2]`. `ARGV[2]` is the retention in ms.
+const ADD_ROLLUP: &str = r"
+for i = 3, #ARGV, 2 do
+  local name, v = ARGV[i], tonumber(ARGV[i + 1])
+  if string.sub(name, 1, 4) == 'max:' then
+    local cur = tonumber(redis.call('HGET', KEYS[1], name) or '-inf')
+    if v > cur then redis.call('HSET', KEYS[1], name, ARGV[i + 1]) end
+  else
+    redis.call('HINCRBYFLOAT', KEYS[1], name, ARGV[i + 1])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+";
+
+/// How long Redis keeps rollups (evaluation looks back at most a few hours).
+const ROLLUP_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+#[derive(Deserialize)]
+struct DocJson {
+    version: i64,
+    scope: String,
+    status: String,
+    updated_at: String,
+    body: String,
+}
+
+// Scripts are hashed once; EVALSHA with EVAL fallback is handled by `Script`.
+static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
+static APPEND_AUDIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_AUDIT));
+static UPSERT_DEPLOYMENT_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(UPSERT_DEPLOYMENT));
+static PUT_DOC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOC));
+static ADD_ROLLUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_ROLLUP));
 
 /// Redis-backed [`Store`].
 pub struct RedisStore {
@@ -167,6 +240,23 @@ impl RedisStore {
     }
 }
 
+fn doc_from_json(kind: &str, id: &str, raw: &str) -> StoreResult<Doc> {
+    let j: DocJson = serde_json::from_str(raw).map_err(|e| corrupt("document", e))?;
+    Ok(Doc {
+        kind: kind.to_string(),
+        id: id.to_string(),
+        version: j.version,
+        scope: j.scope,
+        status: j.status,
+        updated_at: Timestamp::from_millis(
+            j.updated_at
+                .parse()
+                .map_err(|_| StoreError::Corrupt("document time".into()))?,
+        ),
+        body: serde_json::from_str(&j.body).map_err(|e| corrupt("document body", e))?,
+    })
+}
+
 fn deployment_from_json(raw: &str) -> StoreResult<Deployment> {
     let j: DeploymentJson = serde_json::from_str(raw).map_err(|e| corrupt("deployment", e))?;
     Ok(Deployment {
@@ -222,7 +312,7 @@ impl Store for RedisStore {
     ) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let ttl = ttl_millis(ttl);
-        let n: i64 = Script::new(ACQUIRE)
+        let n: i64 = ACQUIRE_SCRIPT
             .key(self.key(&["lease", name]))
             .arg(holder)
             .arg(now.as_millis())
@@ -236,7 +326,7 @@ impl Store for RedisStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let n: i64 = Script::new(RELEASE)
+        let n: i64 = RELEASE_SCRIPT
             .key(self.key(&["lease", name]))
             .arg(holder)
             .invoke_async(&mut conn)
@@ -254,7 +344,7 @@ impl Store for RedisStore {
     ) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let ttl = ttl_millis(ttl);
-        let n: i64 = Script::new(CLAIM)
+        let n: i64 = CLAIM_SCRIPT
             .key(self.key(&["once", scope, key]))
             .arg(now.as_millis())
             .arg(now.as_millis().saturating_add(ttl))
@@ -265,11 +355,153 @@ impl Store for RedisStore {
         Ok(n == 1)
     }
 
+    async fn release_claim(&self, scope: &str, key: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .del(self.key(&["once", scope, key]))
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn put_doc(&self, doc: &Doc, expected: Option<i64>) -> StoreResult<DocWrite> {
+        let mut conn = self.conn.clone();
+        let v: i64 = PUT_DOC_SCRIPT
+            .key(self.key(&["doc", &doc.kind, &doc.id]))
+            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .arg(doc.body.to_string())
+            .arg(self.key(&["docs", &doc.kind, ""]))
+            .arg(&doc.id)
+            .arg(&doc.scope)
+            .arg(&doc.status)
+            .arg(doc.updated_at.as_millis().to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(if v == 0 {
+            DocWrite::Conflict
+        } else {
+            DocWrite::Written(v)
+        })
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .get(self.key(&["doc", kind, id]))
+            .await
+            .map_err(redis_err)?;
+        raw.map(|r| doc_from_json(kind, id, &r)).transpose()
+    }
+
+    async fn list_docs(
+        &self,
+        kind: &str,
+        filter: &DocFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<Doc>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let index = match (&filter.scope, &filter.status) {
+            (None, None) => "all".to_string(),
+            (Some(s), None) => format!("s:{s}"),
+            (None, Some(t)) => format!("t:{t}"),
+            (Some(s), Some(t)) => format!("st:{s}|{t}"),
+        };
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrevrange(self.key(&["docs", kind, &index]), 0, limit as isize - 1)
+            .await
+            .map_err(redis_err)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.key(&["doc", kind, id])).collect();
+        let raw: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        ids.iter()
+            .zip(raw)
+            .filter_map(|(id, r)| r.map(|r| doc_from_json(kind, id, &r)))
+            .collect()
+    }
+
+    async fn add_rollup(
+        &self,
+        environment: &str,
+        deployment: &str,
+        minute: i64,
+        values: &[(String, f64)],
+    ) -> StoreResult<()> {
+        let merged = merge_values(values);
+        if merged.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut script = ADD_ROLLUP_SCRIPT.prepare_invoke();
+        script
+            .key(self.key(&["roll", environment, deployment, &minute.to_string()]))
+            .key(self.key(&["rollmin", environment, deployment]))
+            .arg(minute)
+            .arg(ROLLUP_RETENTION_MS);
+        for (name, v) in &merged {
+            script.arg(name).arg(v.to_string());
+        }
+        let _: i64 = script.invoke_async(&mut conn).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn rollups(
+        &self,
+        environment: &str,
+        deployment: &str,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<RollupRow>> {
+        let mut conn = self.conn.clone();
+        let minutes: Vec<i64> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key(&["rollmin", environment, deployment]))
+            .arg(from)
+            .arg(format!("({to}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if minutes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for m in &minutes {
+            pipe.cmd("HGETALL")
+                .arg(self.key(&["roll", environment, deployment, &m.to_string()]));
+        }
+        let hashes: Vec<Vec<(String, String)>> =
+            pipe.query_async(&mut conn).await.map_err(redis_err)?;
+        let mut out = Vec::new();
+        for (minute, fields) in minutes.into_iter().zip(hashes) {
+            let mut fields = fields;
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, v) in fields {
+                let value = v
+                    .parse::<f64>()
+                    .map_err(|e| StoreError::Corrupt(format!("rollup {name}: {e}")))?;
+                out.push(RollupRow {
+                    minute,
+                    name,
+                    value,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord> {
         let mut conn = self.conn.clone();
         let head_key = self.key(&["audit", "head"]);
         let log_key = self.key(&["audit", "log"]);
-        let script = Script::new(APPEND_AUDIT);
+        let script = &*APPEND_AUDIT_SCRIPT;
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             let (seq, hash): (Option<i64>, Option<String>) = redis::cmd("HMGET")
                 .arg(&head_key)
@@ -358,7 +590,7 @@ impl Store for RedisStore {
             meta: d.meta.clone(),
         })
         .map_err(|e| corrupt("deployment", e))?;
-        let _: i64 = Script::new(UPSERT_DEPLOYMENT)
+        let _: i64 = UPSERT_DEPLOYMENT_SCRIPT
             .key(self.key(&["deploy", &d.id]))
             .key(self.key(&["deploys", &d.environment]))
             .arg(json)

@@ -9,12 +9,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{ttl_millis, Deployment, DeploymentState, Store, StoreError, StoreResult};
+use super::{
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
+    Store, StoreError, StoreResult,
+};
 use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::clock::Timestamp;
 
 /// Schema migrations; the applied count is kept in `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);
 CREATE TABLE once_claims (scope TEXT NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (scope, key));
 CREATE TABLE audit_log (
@@ -27,7 +31,19 @@ CREATE TABLE deployments (
 );
 CREATE INDEX deployments_env_created ON deployments (environment, created_at DESC, id DESC);
 CREATE TABLE last_known_good (environment TEXT PRIMARY KEY, deployment_id TEXT NOT NULL REFERENCES deployments (id));
-"#];
+"#,
+    r#"
+CREATE TABLE docs (
+    kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, scope TEXT NOT NULL,
+    status TEXT NOT NULL, updated_at INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id)
+);
+CREATE INDEX docs_listing ON docs (kind, scope, status, updated_at DESC, id DESC);
+CREATE TABLE rollups (
+    environment TEXT NOT NULL, deployment TEXT NOT NULL, minute INTEGER NOT NULL, name TEXT NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (environment, deployment, minute, name)
+);
+"#,
+];
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -126,6 +142,27 @@ fn finish_deployment(
     Ok(d)
 }
 
+fn doc_from_row(kind: &str, r: &Row) -> rusqlite::Result<(Doc, String)> {
+    Ok((
+        Doc {
+            kind: kind.to_string(),
+            id: r.get("id")?,
+            version: r.get("version")?,
+            scope: r.get("scope")?,
+            status: r.get("status")?,
+            updated_at: Timestamp::from_millis(r.get("updated_at")?),
+            body: serde_json::Value::Null,
+        },
+        r.get("body")?,
+    ))
+}
+
+fn finish_doc((mut d, body): (Doc, String)) -> StoreResult<Doc> {
+    d.body = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("document body: {e}")))?;
+    Ok(d)
+}
+
 const SELECT_DEPLOYMENTS: &str =
     "SELECT id, environment, url, state, git_sha, created_at, updated_at, meta FROM deployments";
 
@@ -215,6 +252,145 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_err)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_claim(&self, scope: &str, key: &str) -> StoreResult<()> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM once_claims WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_doc(&self, doc: &Doc, expected: Option<i64>) -> StoreResult<DocWrite> {
+        let d = doc.clone();
+        self.with(move |c| {
+            let body = d.body.to_string();
+            let updated = d.updated_at.as_millis();
+            let version: Option<i64> = match expected {
+                None => c
+                    .query_row(
+                        "INSERT INTO docs (kind, id, version, scope, status, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (kind, id) DO NOTHING RETURNING version",
+                        params![d.kind, d.id, d.scope, d.status, updated, body],
+                        |r| r.get(0),
+                    )
+                    .optional(),
+                Some(v) => c
+                    .query_row(
+                        "UPDATE docs SET version = version + 1, scope = ?3, status = ?4, updated_at = ?5, body = ?6
+                         WHERE kind = ?1 AND id = ?2 AND version = ?7 RETURNING version",
+                        params![d.kind, d.id, d.scope, d.status, updated, body, v],
+                        |r| r.get(0),
+                    )
+                    .optional(),
+            }
+            .map_err(sql_err)?;
+            Ok(version.map_or(DocWrite::Conflict, DocWrite::Written))
+        })
+        .await
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT id, version, scope, status, updated_at, body FROM docs WHERE kind = ?1 AND id = ?2",
+                    params![kind, id],
+                    |r| doc_from_row(&kind, r),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            row.map(finish_doc).transpose()
+        })
+        .await
+    }
+
+    async fn list_docs(
+        &self,
+        kind: &str,
+        filter: &DocFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<Doc>> {
+        let (kind, filter) = (kind.to_string(), filter.clone());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, version, scope, status, updated_at, body FROM docs
+                     WHERE kind = ?1 AND (?2 IS NULL OR scope = ?2) AND (?3 IS NULL OR status = ?3)
+                     ORDER BY updated_at DESC, id DESC LIMIT ?4",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![kind, filter.scope, filter.status, limit], |r| {
+                    doc_from_row(&kind, r)
+                })
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err).and_then(finish_doc))
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_rollup(
+        &self,
+        environment: &str,
+        deployment: &str,
+        minute: i64,
+        values: &[(String, f64)],
+    ) -> StoreResult<()> {
+        let merged = merge_values(values);
+        let (environment, deployment) = (environment.to_string(), deployment.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO rollups (environment, deployment, minute, name, value) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
+                           CASE WHEN substr(excluded.name, 1, 4) = 'max:' THEN max(rollups.value, excluded.value)
+                                ELSE rollups.value + excluded.value END",
+                    )
+                    .map_err(sql_err)?;
+                for (name, v) in &merged {
+                    stmt.execute(params![environment, deployment, minute, name, v]).map_err(sql_err)?;
+                }
+            }
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn rollups(
+        &self,
+        environment: &str,
+        deployment: &str,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<RollupRow>> {
+        let (environment, deployment) = (environment.to_string(), deployment.to_string());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT minute, name, value FROM rollups
+                     WHERE environment = ?1 AND deployment = ?2 AND minute >= ?3 AND minute < ?4 ORDER BY minute, name",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![environment, deployment, from, to], |r| {
+                    Ok(RollupRow { minute: r.get(0)?, name: r.get(1)?, value: r.get(2)? })
+                })
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)).collect()
         })
         .await
     }

@@ -59,3 +59,51 @@ impl DeploymentState {
         })
     }
 }
+
+/// A versioned JSON document: incidents, alert states, probe states and
+/// (later) approvals and executions. Writes are compare-and-set on `version`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doc {
+    /// Record type, e.g. `incident`.
+    pub kind: String,
+    /// Unique within `kind`.
+    pub id: String,
+    /// Starts at 1; every successful write increments it.
+    pub version: i64,
+    /// Grouping used for listing, usually the environment.
+    pub scope: String,
+    /// Lifecycle state used for listing, e.g. `open`.
+    pub status: String,
+    pub updated_at: Timestamp,
+    pub body: serde_json::Value,
+}
+
+/// Outcome of a compare-and-set document write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocWrite {
+    /// Written; the document now has this version.
+    Written(i64),
+    /// The stored version was not the expected one (or the document already
+    /// existed on create); nothing was written.
+    Conflict,
+}
+
+/// Filter for listing documents of one kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocFilter {
+    pub scope: Option<String>,
+    pub status: Option<String>,
+}
+
+/// One rollup counter of one minute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollupRow {
+    /// Minute number: milliseconds since the epoch / 60 000.
+    pub minute: i64,
+    /// Counter name, e.g. `requests`, `errors_5xx`, `lat:412`, `max:memory_pct`.
+    pub name: String,
+    pub value: f64,
+}
+
+/// Counters whose name starts with this keep the maximum instead of the sum.
+pub const MAX_PREFIX: &str = "max:";

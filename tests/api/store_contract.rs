@@ -10,7 +10,9 @@ mod cases {
 
     use rollback_guard::audit::{verify_chain, AuditEntry, GENESIS_HASH};
     use rollback_guard::clock::Timestamp;
-    use rollback_guard::store::{Deployment, DeploymentState, Store, StoreError};
+    use rollback_guard::store::{
+        Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow, Store, StoreError,
+    };
     use serde_json::json;
 
     use super::TestStore;
@@ -312,6 +314,311 @@ mod cases {
         assert_eq!(s.last_known_good("staging").await.unwrap(), None);
     }
 
+    fn doc(id: &str, scope: &str, status: &str, updated_ms: i64, body: serde_json::Value) -> Doc {
+        Doc {
+            kind: "incident".into(),
+            id: id.into(),
+            version: 0,
+            scope: scope.into(),
+            status: status.into(),
+            updated_at: Timestamp::from_millis(updated_ms),
+            body,
+        }
+    }
+
+    pub async fn released_claims_can_be_made_again(t: &TestStore) {
+        let s = &t.store;
+        assert!(s.claim_once("sentry", "d1", T0, MIN).await.unwrap());
+        s.release_claim("sentry", "d1").await.unwrap();
+        assert!(s.claim_once("sentry", "d1", T0, MIN).await.unwrap());
+        s.release_claim("sentry", "never-claimed").await.unwrap();
+    }
+
+    pub async fn documents_are_written_with_compare_and_set(t: &TestStore) {
+        let s = &t.store;
+        let body =
+            json!({"level": "critical", "evidence": {"rate": 0.125, "n": 400}, "tags": ["a", "ü"]});
+        assert_eq!(
+            s.put_doc(
+                &doc("inc_1", "production", "open", 1_000, body.clone()),
+                None
+            )
+            .await
+            .unwrap(),
+            DocWrite::Written(1)
+        );
+        assert_eq!(
+            s.put_doc(&doc("inc_1", "production", "open", 1_000, json!({})), None)
+                .await
+                .unwrap(),
+            DocWrite::Conflict,
+            "create is create-only"
+        );
+        let got = s.get_doc("incident", "inc_1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                got.version,
+                got.scope.as_str(),
+                got.status.as_str(),
+                got.body.clone()
+            ),
+            (1, "production", "open", body)
+        );
+        assert_eq!(got.updated_at, Timestamp::from_millis(1_000));
+
+        assert_eq!(
+            s.put_doc(
+                &doc("inc_1", "production", "resolved", 2_000, json!({"x": 1})),
+                Some(1)
+            )
+            .await
+            .unwrap(),
+            DocWrite::Written(2)
+        );
+        assert_eq!(
+            s.put_doc(
+                &doc("inc_1", "production", "open", 3_000, json!({"x": 2})),
+                Some(1)
+            )
+            .await
+            .unwrap(),
+            DocWrite::Conflict,
+            "stale version loses"
+        );
+        assert_eq!(
+            s.put_doc(
+                &doc("inc_404", "production", "open", 3_000, json!({})),
+                Some(1)
+            )
+            .await
+            .unwrap(),
+            DocWrite::Conflict
+        );
+        let got = s.get_doc("incident", "inc_1").await.unwrap().unwrap();
+        assert_eq!(
+            (got.version, got.status.as_str(), got.body.clone()),
+            (2, "resolved", json!({"x": 1}))
+        );
+        assert_eq!(s.get_doc("incident", "inc_404").await.unwrap(), None);
+        assert_eq!(
+            s.get_doc("other_kind", "inc_1").await.unwrap(),
+            None,
+            "ids are per kind"
+        );
+    }
+
+    pub async fn exactly_one_of_many_racing_document_updates_wins(t: &TestStore) {
+        t.store
+            .put_doc(&doc("inc_r", "production", "open", 1, json!({})), None)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let s: Arc<dyn Store> = if i % 2 == 0 {
+                Arc::clone(&t.store)
+            } else {
+                t.reopen().await
+            };
+            tasks.push(tokio::spawn(async move {
+                s.put_doc(
+                    &doc("inc_r", "production", "executing", 2, json!({"winner": i})),
+                    Some(1),
+                )
+                .await
+                .unwrap()
+            }));
+        }
+        let mut written = 0;
+        for task in tasks {
+            written += usize::from(task.await.unwrap() == DocWrite::Written(2));
+        }
+        assert_eq!(written, 1);
+    }
+
+    pub async fn documents_list_by_scope_and_status_newest_first(t: &TestStore) {
+        let s = &t.store;
+        for (id, scope, status, ms) in [
+            ("a", "production", "open", 10),
+            ("b", "production", "resolved", 30),
+            ("c", "staging", "open", 20),
+            ("d", "production", "open", 40),
+        ] {
+            s.put_doc(&doc(id, scope, status, ms, json!({"id": id})), None)
+                .await
+                .unwrap();
+        }
+        let ids = |v: Vec<Doc>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+        let f = |scope: Option<&str>, status: Option<&str>| DocFilter {
+            scope: scope.map(Into::into),
+            status: status.map(Into::into),
+        };
+        assert_eq!(
+            ids(s.list_docs("incident", &f(None, None), 10).await.unwrap()),
+            ["d", "b", "c", "a"]
+        );
+        assert_eq!(
+            ids(s.list_docs("incident", &f(None, None), 2).await.unwrap()),
+            ["d", "b"]
+        );
+        assert_eq!(
+            ids(s
+                .list_docs("incident", &f(Some("production"), None), 10)
+                .await
+                .unwrap()),
+            ["d", "b", "a"]
+        );
+        assert_eq!(
+            ids(s
+                .list_docs("incident", &f(None, Some("open")), 10)
+                .await
+                .unwrap()),
+            ["d", "c", "a"]
+        );
+        assert_eq!(
+            ids(s
+                .list_docs("incident", &f(Some("production"), Some("open")), 10)
+                .await
+                .unwrap()),
+            ["d", "a"]
+        );
+        // A status change moves the document between listings.
+        s.put_doc(&doc("a", "production", "resolved", 50, json!({})), Some(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(s
+                .list_docs("incident", &f(Some("production"), Some("open")), 10)
+                .await
+                .unwrap()),
+            ["d"]
+        );
+        assert_eq!(
+            ids(s
+                .list_docs("incident", &f(None, Some("resolved")), 10)
+                .await
+                .unwrap()),
+            ["a", "b"]
+        );
+        assert!(s
+            .list_docs("probe", &f(None, None), 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn rollups_add_counters_and_keep_maxima(t: &TestStore) {
+        let s = &t.store;
+        let v = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect::<Vec<_>>()
+        };
+        s.add_rollup(
+            "production",
+            "dpl_1",
+            100,
+            &v(&[
+                ("requests", 10.0),
+                ("errors_5xx", 1.0),
+                ("max:memory_pct", 55.0),
+            ]),
+        )
+        .await
+        .unwrap();
+        s.add_rollup(
+            "production",
+            "dpl_1",
+            100,
+            &v(&[
+                ("requests", 5.0),
+                ("requests", 1.0),
+                ("max:memory_pct", 40.0),
+                ("lat:12", 3.0),
+            ]),
+        )
+        .await
+        .unwrap();
+        s.add_rollup(
+            "production",
+            "dpl_1",
+            101,
+            &v(&[("requests", 7.0), ("max:memory_pct", 70.5)]),
+        )
+        .await
+        .unwrap();
+        s.add_rollup("production", "dpl_1", 105, &v(&[("requests", 1.0)]))
+            .await
+            .unwrap();
+        s.add_rollup("production", "dpl_2", 100, &v(&[("requests", 99.0)]))
+            .await
+            .unwrap();
+        s.add_rollup("staging", "dpl_1", 100, &v(&[("requests", 42.0)]))
+            .await
+            .unwrap();
+        s.add_rollup("production", "dpl_1", 100, &[]).await.unwrap();
+
+        let rows = s.rollups("production", "dpl_1", 100, 105).await.unwrap();
+        let row = |m: i64, n: &str, v: f64| RollupRow {
+            minute: m,
+            name: n.into(),
+            value: v,
+        };
+        assert_eq!(
+            rows,
+            vec![
+                row(100, "errors_5xx", 1.0),
+                row(100, "lat:12", 3.0),
+                row(100, "max:memory_pct", 55.0),
+                row(100, "requests", 16.0),
+                row(101, "max:memory_pct", 70.5),
+                row(101, "requests", 7.0),
+            ]
+        );
+        assert_eq!(
+            s.rollups("production", "dpl_1", 105, 106).await.unwrap(),
+            vec![row(105, "requests", 1.0)]
+        );
+        assert!(s
+            .rollups("production", "dpl_1", 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn concurrent_rollup_increments_are_not_lost(t: &TestStore) {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let s: Arc<dyn Store> = if i % 2 == 0 {
+                Arc::clone(&t.store)
+            } else {
+                t.reopen().await
+            };
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    s.add_rollup(
+                        "production",
+                        "dpl_c",
+                        7,
+                        &[
+                            ("requests".into(), 1.0),
+                            ("max:memory_pct".into(), f64::from(i)),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rows = t.store.rollups("production", "dpl_c", 7, 8).await.unwrap();
+        let get = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.value);
+        assert_eq!(get("requests"), Some(100.0));
+        assert_eq!(get("max:memory_pct"), Some(19.0));
+    }
+
     pub async fn data_survives_a_new_connection(t: &TestStore) {
         t.store
             .upsert_deployment(&deployment("dpl_x", "production", 7))
@@ -370,4 +677,10 @@ contract!(
     recent_deployments_are_newest_first_per_environment,
     last_known_good_tracks_one_deployment_per_environment,
     data_survives_a_new_connection,
+    released_claims_can_be_made_again,
+    documents_are_written_with_compare_and_set,
+    exactly_one_of_many_racing_document_updates_wins,
+    documents_list_by_scope_and_status_newest_first,
+    rollups_add_counters_and_keep_maxima,
+    concurrent_rollup_increments_are_not_lost,
 );
