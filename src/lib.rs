@@ -25,6 +25,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod duration;
 pub mod error;
 pub mod http;
