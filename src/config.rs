@@ -104,6 +104,8 @@ pub struct AlertSecrets {
     pub vercel_webhook_secret: Option<Secret>,
     pub vercel_log_drain_secret: Option<Secret>,
     pub grafana_secret: Option<Secret>,
+    /// Header Grafana puts its signed timestamp in, when one is configured there.
+    pub grafana_timestamp_header: Option<String>,
     pub alertmanager_token: Option<Secret>,
     pub generic_secret: Option<Secret>,
 }
@@ -214,6 +216,9 @@ impl Config {
             vercel_webhook_secret: r.secret("VERCEL_WEBHOOK_SECRET", 8),
             vercel_log_drain_secret: r.secret("VERCEL_LOG_DRAIN_SECRET", 8),
             grafana_secret: r.secret("GRAFANA_WEBHOOK_SECRET", 8),
+            grafana_timestamp_header: r
+                .var("GRAFANA_TIMESTAMP_HEADER")
+                .map(|h| h.to_ascii_lowercase()),
             alertmanager_token: r.secret("ALERTMANAGER_TOKEN", 16),
             generic_secret: r.secret("GENERIC_WEBHOOK_SECRET", 16),
         };

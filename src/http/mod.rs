@@ -59,6 +59,9 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
     if route == Route::Health {
         return Ok(health::get(app, req.method() == Method::HEAD).await);
     }
+    if route == Route::Alerts {
+        return crate::intake::receive(app, req).await;
+    }
     let config = app.config()?;
     if route.is_cron() {
         auth::require_bearer(&req, config.cron_secret.as_ref(), "CRON_SECRET")?;

@@ -138,7 +138,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _store: Option<TestStore>,
+    /// The store the app uses (when spawned on a test store).
+    pub store: Option<TestStore>,
 }
 
 impl TestApp {
@@ -149,7 +150,7 @@ impl TestApp {
         cfg.store = ts.config.clone();
         let app = App::with_store(cfg, Arc::clone(&ts.store), Arc::new(SystemClock));
         let mut t = Self::serve(app).await;
-        t._store = Some(ts);
+        t.store = Some(ts);
         t
     }
 
@@ -171,12 +172,21 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
-            _store: None,
+            store: None,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The app's store.
+    pub fn store(&self) -> &std::sync::Arc<dyn Store> {
+        &self
+            .store
+            .as_ref()
+            .expect("spawned with a test store")
+            .store
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

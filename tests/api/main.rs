@@ -8,6 +8,7 @@ mod deploy_layout;
 mod functions;
 mod health;
 mod helpers;
+mod intake;
 mod lease;
 mod routing;
 mod store_contract;

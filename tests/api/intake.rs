@@ -1,0 +1,573 @@
+//! `POST /api/alerts` with each source's documented payloads and signatures.
+
+use rollback_guard::intake::verify::{sign_sha1_hex, sign_sha256_hex, sign_standard_webhooks};
+use rollback_guard::store::DocFilter;
+use serde_json::json;
+
+use super::helpers::{json, Backend, TestApp};
+
+const SENTRY: &str = "sentry-client-secret-1";
+const VERCEL: &str = "vercel-webhook-secret-1";
+const DRAIN: &str = "vercel-drain-secret-1";
+const AM_TOKEN: &str = "alertmanager-token-0123456789";
+const GENERIC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const GRAFANA: &str = "grafana-secret-1";
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    TestApp::spawn(
+        backend,
+        &[
+            ("SENTRY_CLIENT_SECRET", SENTRY),
+            ("VERCEL_WEBHOOK_SECRET", VERCEL),
+            ("VERCEL_LOG_DRAIN_SECRET", DRAIN),
+            ("ALERTMANAGER_TOKEN", AM_TOKEN),
+            ("GENERIC_WEBHOOK_SECRET", GENERIC),
+            ("GRAFANA_WEBHOOK_SECRET", GRAFANA),
+        ],
+    )
+    .await
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn sentry_metric_alert(action: &str) -> serde_json::Value {
+    json!({
+        "action": action,
+        "installation": {"uuid": "7a485448-a9e2-4c85-8a3c-4f44175783c9"},
+        "data": {
+            "metric_alert": {
+                "id": "7", "identifier": "7", "title": "High error rate", "status": 20,
+                "date_started": "2026-11-25T10:00:00.000000Z", "date_detected": "2026-11-25T10:01:00.000000Z",
+                "alert_rule": {"id": 42, "name": "High error rate", "aggregate": "count()", "environment": "production", "time_window": 5}
+            },
+            "description_title": "Critical: High error rate",
+            "description_text": "120 events in the last 5 minutes",
+            "web_url": "https://sentry.io/organizations/acme/alerts/rules/details/42/"
+        },
+        "actor": {"type": "application", "id": "sentry", "name": "Sentry"}
+    })
+}
+
+pub async fn post_sentry(
+    app: &TestApp,
+    resource: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    let bytes = serde_json::to_vec(body).unwrap();
+    app.client
+        .post(app.url("/api/alerts?source=sentry"))
+        .header("content-type", "application/json")
+        .header("sentry-hook-resource", resource)
+        .header("sentry-hook-timestamp", now_secs().to_string())
+        .header(
+            "sentry-hook-signature",
+            sign_sha256_hex(SENTRY.as_bytes(), &[&bytes]),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn post_vercel(app: &TestApp, body: &serde_json::Value) -> reqwest::Response {
+    let bytes = serde_json::to_vec(body).unwrap();
+    app.client
+        .post(app.url("/api/alerts?source=vercel"))
+        .header(
+            "x-vercel-signature",
+            sign_sha1_hex(VERCEL.as_bytes(), &bytes),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub fn vercel_event(
+    kind: &str,
+    delivery: &str,
+    deployment: &str,
+    target: Option<&str>,
+    created_at: i64,
+) -> serde_json::Value {
+    json!({
+        "type": kind, "id": delivery, "createdAt": created_at, "region": "iad1",
+        "payload": {
+            "team": {"id": "team_1"}, "user": {"id": "user_1"},
+            "deployment": {"id": deployment, "url": format!("{deployment}.vercel.app"), "name": "shop",
+                           "meta": {"githubCommitSha": format!("sha-{deployment}")}},
+            "links": {"deployment": "https://vercel.com/acme/shop/x", "project": "https://vercel.com/acme/shop"},
+            "target": target, "project": {"id": "prj_1"}, "plan": "pro", "regions": ["iad1"]
+        }
+    })
+}
+
+pub async fn post_generic(app: &TestApp, id: &str, body: &serde_json::Value) -> reqwest::Response {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let ts = now_secs();
+    app.client
+        .post(app.url("/api/alerts?source=generic"))
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header(
+            "webhook-signature",
+            sign_standard_webhooks(GENERIC, id, ts, &bytes),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sentry_metric_alerts_open_and_resolve_an_alert_state() {
+    let app = spawn(Backend::Postgres).await;
+    let res = post_sentry(&app, "metric_alert", &sentry_metric_alert("critical")).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let firing = app
+        .store()
+        .list_docs(
+            "alert",
+            &DocFilter {
+                scope: Some("production".into()),
+                status: Some("firing".into()),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(firing.len(), 1);
+    assert_eq!(firing[0].id, "sentry:metric_alert:42:7");
+    assert_eq!(firing[0].body["severity"], "critical");
+
+    let res = post_sentry(&app, "metric_alert", &sentry_metric_alert("resolved")).await;
+    assert_eq!(res.status(), 202);
+    let doc = app
+        .store()
+        .get_doc("alert", "sentry:metric_alert:42:7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.status, "resolved");
+}
+
+#[tokio::test]
+async fn a_tampered_or_unsigned_delivery_is_refused_and_nothing_is_stored() {
+    let app = spawn(Backend::Sqlite).await;
+    let bytes = serde_json::to_vec(&sentry_metric_alert("critical")).unwrap();
+    let sig = sign_sha256_hex(SENTRY.as_bytes(), &[&bytes]);
+    let mut tampered = bytes.clone();
+    tampered[10] ^= 1;
+    for (body, sig) in [
+        (tampered, Some(sig.clone())),
+        (bytes.clone(), None),
+        (bytes.clone(), Some("00".repeat(32))),
+    ] {
+        let mut req = app
+            .client
+            .post(app.url("/api/alerts?source=sentry"))
+            .header("sentry-hook-resource", "metric_alert")
+            .body(body);
+        if let Some(s) = sig {
+            req = req.header("sentry-hook-signature", s);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(json(res).await["code"], "unauthorized");
+    }
+    assert!(app
+        .store()
+        .list_docs("alert", &DocFilter::default(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_source_without_a_configured_secret_refuses_everything() {
+    let app = TestApp::spawn(Backend::Sqlite, &[]).await;
+    let res = post_sentry(&app, "metric_alert", &sentry_metric_alert("critical")).await;
+    assert_eq!(res.status(), 401);
+    assert!(json(res).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("SENTRY_CLIENT_SECRET"));
+}
+
+#[tokio::test]
+async fn unknown_or_missing_sources_and_malformed_bodies_are_400() {
+    let app = spawn(Backend::Sqlite).await;
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=pagerduty"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["code"], "unknown_source");
+    let res = app
+        .client
+        .post(app.url("/api/alerts"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["code"], "missing_source");
+    let res = post_sentry(&app, "metric_alert", &json!({"action": "critical"})).await;
+    assert_eq!(res.status(), 400);
+    let body = json(res).await;
+    assert_eq!(body["code"], "malformed_payload");
+    assert!(body["detail"].as_str().unwrap().contains("data"), "{body}");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_are_accepted_once() {
+    let app = spawn(Backend::Redis).await;
+    let batch = json!({"environment": "production", "deployment_id": "dpl_a", "at": "2026-11-25T10:00:30Z",
+                       "metrics": {"requests": 100, "errors_5xx": 7}});
+    assert_eq!(post_generic(&app, "msg_1", &batch).await.status(), 202);
+    let again = post_generic(&app, "msg_1", &batch).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(json(again).await["status"], "duplicate");
+    assert_eq!(post_generic(&app, "msg_2", &batch).await.status(), 202);
+    let minute = 1_795_600_800_000i64 / 60_000;
+    let rows = app
+        .store()
+        .rollups("production", "dpl_a", minute, minute + 1)
+        .await
+        .unwrap();
+    let requests = rows.iter().find(|r| r.name == "requests").unwrap().value;
+    assert_eq!(requests, 200.0, "two distinct deliveries, one duplicate");
+}
+
+#[tokio::test]
+async fn generic_metrics_fill_rollups_including_latency_and_custom_counters() {
+    let app = spawn(Backend::Sqlite).await;
+    let batch = json!({"environment": "production", "deployment_id": "dpl_g", "at": "2026-11-25T10:00:00Z",
+        "metrics": {"requests": 3, "errors_5xx": 1, "db_errors": 2, "memory_pct": 77.5,
+                    "latency_ms": [10, 20, 900], "custom": {"checkout_failed": 1}},
+        "alerts": [{"name": "Queue backlog", "severity": "critical", "fingerprint": "queue"}]});
+    let res = post_generic(&app, "msg_g", &batch).await;
+    assert_eq!(res.status(), 202);
+    assert_eq!(json(res).await["signals"], 2);
+    let minute = 1_795_600_800_000i64 / 60_000;
+    let w = rollback_guard::detect::window::Window::from_rows(
+        &app.store()
+            .rollups("production", "dpl_g", minute, minute + 1)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((w.requests, w.errors_5xx, w.db_errors), (3, 1, 2));
+    assert_eq!(w.memory_max_pct, Some(77.5));
+    assert_eq!(w.latency.count(), 3);
+    assert_eq!(w.custom["checkout_failed"], 1.0);
+    assert_eq!(
+        app.store()
+            .get_doc("alert", "generic:queue")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "firing"
+    );
+
+    let bad = json!({"metrics": {"requests": 1, "errors_5xx": 5}});
+    let res = post_generic(&app, "msg_bad", &bad).await;
+    assert_eq!(res.status(), 400);
+    let bad = json!({"metrix": {}});
+    assert_eq!(post_generic(&app, "msg_bad2", &bad).await.status(), 400);
+}
+
+#[tokio::test]
+async fn generic_deliveries_with_stale_timestamps_are_refused() {
+    let app = spawn(Backend::Sqlite).await;
+    let bytes = br#"{"metrics": {"requests": 1}}"#.to_vec();
+    let ts = now_secs() - 3600;
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=generic"))
+        .header("webhook-id", "msg_old")
+        .header("webhook-timestamp", ts.to_string())
+        .header(
+            "webhook-signature",
+            sign_standard_webhooks(GENERIC, "msg_old", ts, &bytes),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(json(res).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("tolerance"));
+}
+
+#[tokio::test]
+async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_production() {
+    let app = spawn(Backend::Postgres).await;
+    let s = app.store().clone();
+    for (kind, delivery, dep, at) in [
+        ("deployment.created", "d1", "dpl_1", 1_000),
+        ("deployment.succeeded", "d2", "dpl_1", 2_000),
+        ("deployment.created", "d3", "dpl_2", 3_000),
+        ("deployment.succeeded", "d4", "dpl_2", 4_000),
+    ] {
+        let res = post_vercel(
+            &app,
+            &vercel_event(kind, delivery, dep, Some("production"), at),
+        )
+        .await;
+        assert_eq!(res.status(), 202, "{kind}");
+    }
+    let cur = rollback_guard::registry::current(s.as_ref(), "production")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            cur.deployment_id.as_str(),
+            cur.previous_id.as_deref(),
+            cur.pinned
+        ),
+        ("dpl_2", Some("dpl_1"), false)
+    );
+    assert_eq!(
+        s.deployment("dpl_2")
+            .await
+            .unwrap()
+            .unwrap()
+            .git_sha
+            .as_deref(),
+        Some("sha-dpl_2")
+    );
+
+    // Vercel accepts a rollback to dpl_1: production is pinned there.
+    assert_eq!(
+        post_vercel(
+            &app,
+            &vercel_event(
+                "deployment.rollback",
+                "d5",
+                "dpl_1",
+                Some("production"),
+                5_000
+            )
+        )
+        .await
+        .status(),
+        202
+    );
+    let cur = rollback_guard::registry::current(s.as_ref(), "production")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cur.deployment_id.as_str(), cur.pinned), ("dpl_1", true));
+    assert_eq!(
+        s.deployment("dpl_2").await.unwrap().unwrap().state.as_str(),
+        "rolled_back"
+    );
+
+    // A new build while pinned stays staged; a promotion moves production.
+    post_vercel(
+        &app,
+        &vercel_event(
+            "deployment.succeeded",
+            "d6",
+            "dpl_3",
+            Some("production"),
+            6_000,
+        ),
+    )
+    .await;
+    assert_eq!(
+        rollback_guard::registry::current(s.as_ref(), "production")
+            .await
+            .unwrap()
+            .unwrap()
+            .deployment_id,
+        "dpl_1"
+    );
+    post_vercel(
+        &app,
+        &vercel_event(
+            "deployment.promoted",
+            "d7",
+            "dpl_3",
+            Some("production"),
+            7_000,
+        ),
+    )
+    .await;
+    let cur = rollback_guard::registry::current(s.as_ref(), "production")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            cur.deployment_id.as_str(),
+            cur.previous_id.as_deref(),
+            cur.pinned
+        ),
+        ("dpl_3", Some("dpl_1"), false)
+    );
+
+    // Previews never touch production.
+    post_vercel(
+        &app,
+        &vercel_event("deployment.succeeded", "d8", "dpl_p", None, 8_000),
+    )
+    .await;
+    assert_eq!(
+        rollback_guard::registry::current(s.as_ref(), "preview")
+            .await
+            .unwrap()
+            .unwrap()
+            .deployment_id,
+        "dpl_p"
+    );
+    assert_eq!(
+        rollback_guard::registry::current(s.as_ref(), "production")
+            .await
+            .unwrap()
+            .unwrap()
+            .deployment_id,
+        "dpl_3"
+    );
+
+    // Redelivery of the same webhook id is a no-op; every event was audited once.
+    let again = post_vercel(
+        &app,
+        &vercel_event(
+            "deployment.promoted",
+            "d7",
+            "dpl_3",
+            Some("production"),
+            7_000,
+        ),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    let audit = s.audit_after(0, 100).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.entry.action == "deployment_event")
+            .count(),
+        8
+    );
+}
+
+#[tokio::test]
+async fn log_drain_batches_count_requests_once_and_crashes_as_errors() {
+    let app = spawn(Backend::Sqlite).await;
+    let t = 1_795_600_800_000i64;
+    let lines = [
+        json!({"id": "1", "deploymentId": "dpl_d", "source": "lambda", "host": "shop.vercel.app", "timestamp": t, "projectId": "prj_1", "level": "info", "requestId": "r1", "statusCode": 200, "proxy": {"statusCode": 200, "path": "/", "method": "GET"}}),
+        json!({"id": "2", "deploymentId": "dpl_d", "source": "lambda", "host": "shop.vercel.app", "timestamp": t + 5, "projectId": "prj_1", "level": "error", "requestId": "r1", "message": "log line of the same request"}),
+        json!({"id": "3", "deploymentId": "dpl_d", "source": "lambda", "host": "shop.vercel.app", "timestamp": t + 10, "projectId": "prj_1", "level": "error", "requestId": "r2", "statusCode": -1, "proxy": {"statusCode": 502}}),
+        json!({"id": "4", "deploymentId": "dpl_d", "source": "edge", "host": "shop.vercel.app", "timestamp": t + 20, "projectId": "prj_1", "level": "info", "requestId": "r3", "proxy": {"statusCode": 503}}),
+        json!({"id": "5", "deploymentId": "dpl_d", "source": "static", "host": "shop.vercel.app", "timestamp": t + 30, "projectId": "prj_1", "level": "info", "requestId": "r4", "proxy": {"statusCode": 304}}),
+    ];
+    let ndjson: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=logdrain"))
+        .header(
+            "x-vercel-signature",
+            sign_sha1_hex(DRAIN.as_bytes(), ndjson.as_bytes()),
+        )
+        .body(ndjson.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let minute = t / 60_000;
+    // Unknown deployment and no environment field: attributed to production.
+    let w = rollback_guard::detect::window::Window::from_rows(
+        &app.store()
+            .rollups("production", "dpl_d", minute, minute + 1)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((w.requests, w.errors_5xx), (4, 2));
+
+    // The same batch as a JSON array is accepted too (it is a different body, so not a duplicate).
+    let array = serde_json::to_string(&lines).unwrap();
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=logdrain"))
+        .header(
+            "x-vercel-signature",
+            sign_sha1_hex(DRAIN.as_bytes(), array.as_bytes()),
+        )
+        .body(array)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+}
+
+#[tokio::test]
+async fn grafana_signed_payloads_are_accepted() {
+    let app = spawn(Backend::Sqlite).await;
+    let body = serde_json::to_vec(&json!({
+        "receiver": "guard", "status": "firing", "orgId": 1, "state": "alerting", "title": "[FIRING:1] HighLatency", "message": "",
+        "version": "1", "groupKey": "{}:{alertname=\"HighLatency\"}", "truncatedAlerts": 0,
+        "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "severity": "critical", "environment": "production"},
+                    "annotations": {"summary": "p95 over 2s"}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://grafana/alerting/1", "fingerprint": "c6eadffa33f6c6e1", "values": {"A": 2.3}, "valueString": "A=2.3"}]
+    }))
+    .unwrap();
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=grafana"))
+        .header(
+            "x-grafana-alerting-signature",
+            sign_sha256_hex(GRAFANA.as_bytes(), &[&body]),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let doc = app
+        .store()
+        .get_doc("alert", "grafana:c6eadffa33f6c6e1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (doc.scope.as_str(), doc.status.as_str()),
+        ("production", "firing")
+    );
+}
+
+#[tokio::test]
+async fn a_store_outage_answers_503_so_the_sender_retries() {
+    use rollback_guard::app::App;
+    use rollback_guard::clock::SystemClock;
+    let cfg = super::helpers::config(&[
+        ("DATABASE_URL", "postgres://guard@127.0.0.1:1/app"),
+        ("ALERTMANAGER_TOKEN", AM_TOKEN),
+    ]);
+    let app = TestApp::serve(App::new(Ok(cfg), std::sync::Arc::new(SystemClock))).await;
+    let body = json!({"version": "4", "status": "firing", "groupKey": "g", "alerts": [{"status": "firing", "labels": {"alertname": "X"}, "fingerprint": "f1"}]});
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=alertmanager"))
+        .bearer_auth(AM_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    assert_eq!(json(res).await["code"], "store_unavailable");
+}
