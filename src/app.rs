@@ -16,6 +16,7 @@ pub struct App {
     config: Result<Arc<Config>, ConfigErrors>,
     store: OnceCell<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
+    http: reqwest::Client,
 }
 
 impl App {
@@ -36,6 +37,7 @@ impl App {
             config: config.map(Arc::new),
             store: OnceCell::new(),
             clock,
+            http: crate::probe::client(),
         }
     }
 
@@ -45,6 +47,7 @@ impl App {
             config: Ok(Arc::new(config)),
             store: OnceCell::new_with(Some(store)),
             clock,
+            http: crate::probe::client(),
         }
     }
 
@@ -56,6 +59,11 @@ impl App {
     /// The configuration problems, if any.
     pub fn config_errors(&self) -> Option<&ConfigErrors> {
         self.config.as_ref().err()
+    }
+
+    /// The shared outbound HTTP client (probes).
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The clock.

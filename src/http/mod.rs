@@ -66,7 +66,39 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
     if route.is_cron() {
         auth::require_bearer(&req, config.cron_secret.as_ref(), "CRON_SECRET")?;
     }
-    Err(ApiError::not_implemented(route.path()))
+    match route {
+        Route::CronProbe => {
+            let probes = config.policy.probes.clone();
+            let client = app.http_client().clone();
+            let now = app.clock().now();
+            crate::cron::run(
+                app,
+                "probe",
+                std::time::Duration::from_secs(55),
+                |store| async move {
+                    let results =
+                        crate::probe::run_all(store.as_ref(), &client, &probes, now).await?;
+                    Ok(crate::probe::to_json(&results))
+                },
+            )
+            .await
+        }
+        Route::CronEvaluate => {
+            let rules = config.policy.rules.clone();
+            let now = app.clock().now();
+            crate::cron::run(
+                app,
+                "evaluate",
+                std::time::Duration::from_secs(120),
+                |store| async move {
+                    let outcomes = crate::evaluate::run(store.as_ref(), &rules, now).await?;
+                    Ok(crate::evaluate::to_json(&outcomes))
+                },
+            )
+            .await
+        }
+        _ => Err(ApiError::not_implemented(route.path())),
+    }
 }
 
 /// Reads a body up to `limit` bytes; a declared or actual larger body is a 413.

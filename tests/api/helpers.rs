@@ -154,6 +154,21 @@ impl TestApp {
         t
     }
 
+    /// Like [`spawn`](Self::spawn), with a clock the test controls.
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        vars: &[(&str, &str)],
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let ts = TestStore::new(backend).await;
+        let mut cfg = config(vars);
+        cfg.store = ts.config.clone();
+        let app = App::with_store(cfg, Arc::clone(&ts.store), clock);
+        let mut t = Self::serve(app).await;
+        t.store = Some(ts);
+        t
+    }
+
     /// Serves an already-built app.
     pub async fn serve(app: App) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -215,4 +230,58 @@ pub fn system_clock() -> Arc<dyn Clock> {
 pub async fn json(res: reqwest::Response) -> serde_json::Value {
     let text = res.text().await.expect("body");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// What a fake upstream answers.
+#[derive(Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub body: &'static str,
+    pub delay: std::time::Duration,
+}
+
+/// A real HTTP server on 127.0.0.1:0 answering each path with a canned
+/// response; returns its base URL. Lives until the test's runtime ends.
+pub async fn fake_upstream(routes: Vec<(&'static str, Canned)>) -> String {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let routes = Arc::clone(&routes);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let routes = Arc::clone(&routes);
+                        async move {
+                            let canned = routes
+                                .iter()
+                                .find(|(p, _)| *p == req.uri().path())
+                                .map(|(_, c)| c.clone());
+                            let c = canned.unwrap_or(Canned {
+                                status: 404,
+                                body: "no route",
+                                delay: std::time::Duration::ZERO,
+                            });
+                            tokio::time::sleep(c.delay).await;
+                            let mut res = hyper::Response::new(Full::new(
+                                bytes::Bytes::from_static(c.body.as_bytes()),
+                            ));
+                            *res.status_mut() = hyper::StatusCode::from_u16(c.status).unwrap();
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
 }

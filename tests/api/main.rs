@@ -5,6 +5,7 @@
 //! fresh schema / key prefix and removes it afterwards.
 
 mod deploy_layout;
+mod detection;
 mod functions;
 mod health;
 mod helpers;

@@ -194,6 +194,8 @@ mod cases {
     pub async fn audit_details_round_trip_exactly(t: &TestStore) {
         let detail = json!({
             "nested": {"list": [1, 2.5, -3, 1e21], "empty": {}},
+            // Values whose shortest decimal form needs all 17 digits must survive exactly.
+            "floats": [0.1 + 0.2, 1.0 / 3.0, 2.2250738585072014e-308, 1.7976931348623157e308, 7.0e-21 / 3.0],
             "text": "naïve — \"quoted\" \n newline 🚀",
             "big": 9_007_199_254_740_993u64,
             "null": null,

@@ -1,0 +1,73 @@
+//! Cron plumbing shared by `/api/cron/*`. Vercel may deliver one scheduled
+//! event twice and may start a run while the previous one still works, so a
+//! job runs only if (1) this minute's run was not already claimed and (2) the
+//! job's lease is free. Either way the answer is 200 with what happened.
+
+use std::future::Future;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::detect::window::minute_of;
+use crate::error::ApiError;
+use crate::http::{json_response, Response};
+use crate::lease::{run_exclusive, LeaseOutcome};
+use crate::store::Store;
+
+/// Runs `job` at most once per minute and never concurrently with itself.
+pub async fn run<F, Fut>(
+    app: &App,
+    name: &str,
+    lease_ttl: Duration,
+    job: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(std::sync::Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let store = std::sync::Arc::clone(app.store().await?);
+    let now = app.clock().now();
+    let minute = minute_of(now.as_millis());
+    if !store
+        .claim_once(
+            "cron",
+            &format!("{name}:{minute}"),
+            now,
+            Duration::from_secs(3600),
+        )
+        .await?
+    {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "skipped", "reason": "this minute's run already happened"}),
+        ));
+    }
+    let lease = format!("cron:{name}");
+    match run_exclusive(
+        store.as_ref(),
+        app.clock(),
+        &lease,
+        lease_ttl,
+        job(std::sync::Arc::clone(&store)),
+    )
+    .await?
+    {
+        LeaseOutcome::Ran(Ok(result)) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ran", "result": result}),
+        )),
+        LeaseOutcome::Ran(Err(e)) => {
+            // Let a retry in the same minute run again.
+            let _ = store
+                .release_claim("cron", &format!("{name}:{minute}"))
+                .await;
+            Err(e)
+        }
+        LeaseOutcome::Busy => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "skipped", "reason": "a previous run is still going"}),
+        )),
+    }
+}
