@@ -4,6 +4,7 @@
 //! `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); each test gets a
 //! fresh schema / key prefix and removes it afterwards.
 
+mod alertmanager;
 mod deploy_layout;
 mod detection;
 mod functions;
