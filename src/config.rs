@@ -103,6 +103,8 @@ pub struct AlertSecrets {
     pub sentry_client_secret: Option<Secret>,
     pub vercel_webhook_secret: Option<Secret>,
     pub vercel_log_drain_secret: Option<Secret>,
+    /// Token Vercel asks a drain endpoint to echo in `x-vercel-verify` (not a secret).
+    pub vercel_drain_verify: Option<String>,
     pub grafana_secret: Option<Secret>,
     /// Header Grafana puts its signed timestamp in, when one is configured there.
     pub grafana_timestamp_header: Option<String>,
@@ -215,6 +217,7 @@ impl Config {
             sentry_client_secret: r.secret("SENTRY_CLIENT_SECRET", 8),
             vercel_webhook_secret: r.secret("VERCEL_WEBHOOK_SECRET", 8),
             vercel_log_drain_secret: r.secret("VERCEL_LOG_DRAIN_SECRET", 8),
+            vercel_drain_verify: r.var("VERCEL_DRAIN_VERIFY"),
             grafana_secret: r.secret("GRAFANA_WEBHOOK_SECRET", 8),
             grafana_timestamp_header: r
                 .var("GRAFANA_TIMESTAMP_HEADER")

@@ -60,7 +60,7 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
         return Ok(health::get(app, req.method() == Method::HEAD).await);
     }
     if route == Route::Alerts {
-        return crate::intake::receive(app, req).await;
+        return crate::intake::handle(app, req).await;
     }
     let config = app.config()?;
     if route.is_cron() {

@@ -70,8 +70,8 @@ impl Route {
         match self {
             Route::Health | Route::Incidents | Route::Dashboard => "GET, HEAD",
             Route::CronProbe | Route::CronEvaluate | Route::CronBackups => "GET",
-            Route::Approve => "GET, POST",
-            Route::Alerts | Route::SlackActions | Route::Rollback => "POST",
+            Route::Approve | Route::Alerts => "GET, POST",
+            Route::SlackActions | Route::Rollback => "POST",
         }
     }
 
@@ -108,7 +108,7 @@ mod tests {
     fn methods_are_checked() {
         assert!(Route::Approve.allows(&Method::GET));
         assert!(Route::Approve.allows(&Method::POST));
-        assert!(!Route::Alerts.allows(&Method::GET));
+        assert!(!Route::Alerts.allows(&Method::PUT));
         assert!(!Route::CronProbe.allows(&Method::POST));
     }
 }

@@ -204,6 +204,37 @@ pub fn parse(
     }
 }
 
+/// `/api/alerts`: GET answers Vercel's drain ownership check (and says which
+/// sources exist); POST is a delivery. When `VERCEL_DRAIN_VERIFY` is set every
+/// answer carries it in `x-vercel-verify`.
+pub async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
+    let verify = app
+        .config()
+        .ok()
+        .and_then(|c| c.alert_secrets.vercel_drain_verify.clone());
+    let res = if req.method() == http::Method::GET {
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "sources": ["sentry", "alertmanager", "grafana", "vercel", "logdrain", "generic"]}),
+        ))
+    } else {
+        receive(app, req).await
+    };
+    let add = |mut r: Response| {
+        if let Some(v) = verify
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            r.headers_mut().insert("x-vercel-verify", v);
+        }
+        r
+    };
+    match res {
+        Ok(r) => Ok(add(r)),
+        Err(e) => Ok(add(e.into_response())),
+    }
+}
+
 /// `POST /api/alerts?source=…`.
 pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
     let query = req.uri().query().unwrap_or("");

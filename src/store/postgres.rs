@@ -148,11 +148,56 @@ impl PostgresStore {
         text.replace("{s}", &format!("\"{}\"", self.schema))
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    async fn client(&self) -> StoreResult<Conn> {
         self.pool
             .get()
             .await
+            .map(Conn)
             .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// A pooled connection whose queries go through the per-connection statement
+/// cache: one round trip per query instead of prepare + execute.
+struct Conn(deadpool_postgres::Object);
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Conn {
+    async fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let st = self.0.prepare_cached(sql).await?;
+        self.0.query(&st, params).await
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let st = self.0.prepare_cached(sql).await?;
+        self.0.query_opt(&st, params).await
+    }
+
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
+        let st = self.0.prepare_cached(sql).await?;
+        self.0.execute(&st, params).await
     }
 }
 
@@ -472,13 +517,9 @@ impl Store for PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
             .await
             .map_err(pg_err)?;
-        let head = tx
-            .query_opt(
-                &self.sql("SELECT seq, hash FROM {s}.audit_log ORDER BY seq DESC LIMIT 1"),
-                &[],
-            )
-            .await
-            .map_err(pg_err)?;
+        let head_sql = self.sql("SELECT seq, hash FROM {s}.audit_log ORDER BY seq DESC LIMIT 1");
+        let head_st = tx.prepare_cached(&head_sql).await.map_err(pg_err)?;
+        let head = tx.query_opt(&head_st, &[]).await.map_err(pg_err)?;
         let (seq, hash) = head.map_or((0, GENESIS_HASH.to_string()), |r| (r.get(0), r.get(1)));
         let rec = AuditRecord::chain(seq, &hash, entry);
         let sql = self.sql(&format!(
@@ -488,8 +529,9 @@ impl Store for PostgresStore {
         ));
         let at = rec.entry.at.as_millis() as f64;
         let detail = rec.entry.detail.to_string();
+        let insert = tx.prepare_cached(&sql).await.map_err(pg_err)?;
         tx.execute(
-            &sql,
+            &insert,
             &[
                 &rec.seq,
                 &rec.entry.actor,

@@ -57,7 +57,7 @@ async fn start(exe: &str, dir: &std::path::Path) -> Function {
 async fn every_function_binary_starts_and_answers_its_route() {
     let cases: &[(&str, &str, &str, u16)] = &[
         (env!("CARGO_BIN_EXE_health"), "GET", "/api/health", 200),
-        (env!("CARGO_BIN_EXE_alerts"), "GET", "/api/alerts", 405),
+        (env!("CARGO_BIN_EXE_alerts"), "PUT", "/api/alerts", 405),
         (env!("CARGO_BIN_EXE_approve"), "PUT", "/api/approve", 405),
         (env!("CARGO_BIN_EXE_rollback"), "GET", "/api/rollback", 405),
         (

@@ -571,3 +571,21 @@ async fn a_store_outage_answers_503_so_the_sender_retries() {
     assert_eq!(res.headers()["retry-after"], "5");
     assert_eq!(json(res).await["code"], "store_unavailable");
 }
+
+#[tokio::test]
+async fn drain_endpoints_echo_the_vercel_verify_token() {
+    let app = TestApp::spawn(Backend::Sqlite, &[("VERCEL_DRAIN_VERIFY", "verify-me-123")]).await;
+    let res = app.get("/api/alerts").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-vercel-verify"], "verify-me-123");
+    // Refusals carry it too, so the check passes before any secret is set up.
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=logdrain"))
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["x-vercel-verify"], "verify-me-123");
+}
