@@ -22,6 +22,7 @@
 //! - Only `error` decides HTTP status codes for module errors.
 
 pub mod app;
+pub mod approve;
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod detect;
 pub mod duration;
 pub mod error;
 pub mod evaluate;
+pub mod execute;
 pub mod http;
 pub mod intake;
 pub mod lease;
@@ -41,3 +43,4 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod vercel;
+pub mod vercel_api;

@@ -7,6 +7,8 @@
 mod alertmanager;
 mod deploy_layout;
 mod detection;
+mod executor;
+mod fake_vercel;
 mod functions;
 mod health;
 mod helpers;

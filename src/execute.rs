@@ -1,0 +1,467 @@
+//! Rollback execution. A plan is a persisted document (one per incident, so a
+//! rollback is never planned twice) holding ordered steps. Each step is
+//! written before it starts and after it ends, under a lease, so a crash at
+//! any point resumes (from the evaluate cron) to exactly one rollback: the
+//! code step first asks Vercel whether a rollback to the target is already
+//! in flight (the crashed run's) before requesting one.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::audit::AuditEntry;
+use crate::clock::{Clock, Timestamp};
+use crate::lease::{run_exclusive, LeaseOutcome};
+use crate::registry;
+use crate::store::{Doc, DocFilter, DocWrite, Store, StoreError, StoreResult};
+use crate::vercel_api::VercelApi;
+
+/// Document kind of executions.
+pub const EXECUTION_KIND: &str = "execution";
+
+/// What to roll back, and to what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub environment: String,
+    pub incident_id: String,
+    pub from_deployment: String,
+    pub target_deployment: String,
+    /// Who or what asked: `system:auto`, `approval:apr_…`, `operator`.
+    pub requested_by: String,
+    pub reason: String,
+    /// No Vercel token: record what would happen, call nothing.
+    pub dry_run: bool,
+}
+
+/// Polling limits for Vercel's alias job.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub poll_every: Duration,
+    /// How long one drive waits for Vercel before leaving the rest to the next run.
+    pub wait_budget: Duration,
+    /// After this long without success the step fails.
+    pub step_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            poll_every: Duration::from_millis(500),
+            wait_budget: Duration::from_secs(60),
+            step_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Chooses the rollback target: the last known good deployment, else the
+/// one that served before the current one.
+pub async fn plan(
+    store: &dyn Store,
+    environment: &str,
+    incident_id: &str,
+    requested_by: &str,
+    reason: &str,
+    dry_run: bool,
+) -> StoreResult<Option<Plan>> {
+    let Some(current) = registry::current(store, environment).await? else {
+        return Ok(None);
+    };
+    let lkg = store
+        .last_known_good(environment)
+        .await?
+        .map(|d| d.id)
+        .filter(|id| *id != current.deployment_id);
+    let Some(target) = lkg
+        .or(current.previous_id.clone())
+        .filter(|t| *t != current.deployment_id)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Plan {
+        environment: environment.into(),
+        incident_id: incident_id.into(),
+        from_deployment: current.deployment_id,
+        target_deployment: target,
+        requested_by: requested_by.into(),
+        reason: reason.into(),
+        dry_run,
+    }))
+}
+
+/// The execution id for an incident (one execution per incident).
+pub fn execution_id(incident_id: &str) -> String {
+    format!("exe_{incident_id}")
+}
+
+/// Persists a plan. Returns the execution id and whether this call created it
+/// (`false`: an execution for the incident already exists and is reused).
+pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(String, bool)> {
+    let id = execution_id(&p.incident_id);
+    let doc = Doc {
+        kind: EXECUTION_KIND.into(),
+        id: id.clone(),
+        version: 0,
+        scope: p.environment.clone(),
+        status: "pending".into(),
+        updated_at: now,
+        body: json!({
+            "environment": p.environment, "incident_id": p.incident_id, "from_deployment": p.from_deployment,
+            "target_deployment": p.target_deployment, "requested_by": p.requested_by, "reason": p.reason,
+            "dry_run": p.dry_run, "created_at": now.as_millis(),
+            "steps": [{"kind": "code", "status": "pending", "attempts": 0, "started_at": null, "finished_at": null, "detail": null}],
+        }),
+    };
+    let created = store.put_doc(&doc, None).await? != DocWrite::Conflict;
+    if created {
+        audit(
+            store,
+            now,
+            &p.requested_by,
+            "rollback_planned",
+            &id,
+            json!({"plan": doc.body}),
+        )
+        .await?;
+    }
+    Ok((id, created))
+}
+
+async fn audit(
+    store: &dyn Store,
+    at: Timestamp,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: Value,
+) -> StoreResult<()> {
+    store
+        .append_audit(AuditEntry {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            detail,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Writes `doc` with a new status/body over `version`; a conflict means
+/// another writer got there first, which under the lease is a bug.
+async fn save(store: &dyn Store, doc: &mut Doc, now: Timestamp) -> StoreResult<()> {
+    doc.updated_at = now;
+    match store.put_doc(doc, Some(doc.version)).await? {
+        DocWrite::Written(v) => {
+            doc.version = v;
+            Ok(())
+        }
+        DocWrite::Conflict => Err(StoreError::Contention(format!(
+            "execution {} changed under its lease",
+            doc.id
+        ))),
+    }
+}
+
+/// Where an execution stands after a drive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Succeeded,
+    Failed(String),
+    /// Still waiting on Vercel; the next evaluate run continues.
+    InProgress,
+    /// Another run holds the lease.
+    Busy,
+}
+
+/// Advances an execution as far as it can go now.
+pub async fn drive(
+    store: &dyn Store,
+    vercel: Option<&dyn VercelApi>,
+    clock: &dyn Clock,
+    id: &str,
+    limits: Limits,
+) -> StoreResult<Progress> {
+    let lease = format!("exec:{id}");
+    let ttl = limits.wait_budget + Duration::from_secs(60);
+    match run_exclusive(
+        store,
+        clock,
+        &lease,
+        ttl,
+        drive_locked(store, vercel, clock, id, limits),
+    )
+    .await?
+    {
+        LeaseOutcome::Ran(r) => r,
+        LeaseOutcome::Busy => Ok(Progress::Busy),
+    }
+}
+
+async fn drive_locked(
+    store: &dyn Store,
+    vercel: Option<&dyn VercelApi>,
+    clock: &dyn Clock,
+    id: &str,
+    limits: Limits,
+) -> StoreResult<Progress> {
+    let mut doc = store
+        .get_doc(EXECUTION_KIND, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("execution {id}")))?;
+    match doc.status.as_str() {
+        "succeeded" => return Ok(Progress::Succeeded),
+        "failed" => {
+            return Ok(Progress::Failed(
+                doc.body["error"].as_str().unwrap_or("failed").to_string(),
+            ))
+        }
+        _ => {}
+    }
+    if doc.status == "pending" {
+        doc.status = "running".into();
+        save(store, &mut doc, clock.now()).await?;
+    }
+    let steps = doc.body["steps"].as_array().map_or(0, Vec::len);
+    for i in 0..steps {
+        if doc.body["steps"][i]["status"] == "succeeded" {
+            continue;
+        }
+        match run_code_step(store, vercel, clock, &mut doc, i, limits).await? {
+            StepResult::Done => {}
+            StepResult::Waiting => return Ok(Progress::InProgress),
+            StepResult::Failed(e) => {
+                doc.status = "failed".into();
+                doc.body["error"] = json!(e);
+                save(store, &mut doc, clock.now()).await?;
+                audit(
+                    store,
+                    clock.now(),
+                    "executor",
+                    "rollback_failed",
+                    id,
+                    json!({"error": e, "step": i}),
+                )
+                .await?;
+                return Ok(Progress::Failed(e));
+            }
+        }
+    }
+    let env = doc.body["environment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let target = doc.body["target_deployment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
+    if !dry_run {
+        // Vercel pins production to the target; mirror it so detection follows the rollback.
+        registry::set_current(store, &env, &target, clock.now(), true).await?;
+    }
+    doc.status = "succeeded".into();
+    doc.body["finished_at"] = json!(clock.now().as_millis());
+    save(store, &mut doc, clock.now()).await?;
+    audit(
+        store,
+        clock.now(),
+        "executor",
+        "rollback_succeeded",
+        id,
+        json!({"environment": env, "target_deployment": target, "dry_run": dry_run}),
+    )
+    .await?;
+    Ok(Progress::Succeeded)
+}
+
+enum StepResult {
+    Done,
+    Waiting,
+    Failed(String),
+}
+
+async fn run_code_step(
+    store: &dyn Store,
+    vercel: Option<&dyn VercelApi>,
+    clock: &dyn Clock,
+    doc: &mut Doc,
+    i: usize,
+    limits: Limits,
+) -> StoreResult<StepResult> {
+    let target = doc.body["target_deployment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let reason = doc.body["reason"]
+        .as_str()
+        .unwrap_or("rollback-guard")
+        .to_string();
+    let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
+    let now = clock.now();
+    // Persist "running" before touching Vercel.
+    let started_at = doc.body["steps"][i]["started_at"]
+        .as_i64()
+        .unwrap_or(now.as_millis());
+    doc.body["steps"][i]["status"] = json!("running");
+    doc.body["steps"][i]["started_at"] = json!(started_at);
+    doc.body["steps"][i]["attempts"] =
+        json!(doc.body["steps"][i]["attempts"].as_u64().unwrap_or(0) + 1);
+    save(store, doc, now).await?;
+    audit(
+        store,
+        now,
+        "executor",
+        "step_started",
+        &doc.id,
+        json!({"step": "code", "target_deployment": target, "dry_run": dry_run}),
+    )
+    .await?;
+
+    let finish = |doc: &mut Doc, status: &str, detail: Value| {
+        doc.body["steps"][i]["status"] = json!(status);
+        doc.body["steps"][i]["finished_at"] = json!(clock.now().as_millis());
+        doc.body["steps"][i]["detail"] = detail;
+    };
+    let api = match (dry_run, vercel) {
+        (false, Some(api)) => api,
+        _ => {
+            finish(
+                doc,
+                "succeeded",
+                json!({"dry_run": true, "would_call": format!("POST /v9/projects/{{project}}/rollback/{target}")}),
+            );
+            save(store, doc, clock.now()).await?;
+            audit(
+                store,
+                clock.now(),
+                "executor",
+                "step_succeeded",
+                &doc.id,
+                json!({"step": "code", "dry_run": true}),
+            )
+            .await?;
+            return Ok(StepResult::Done);
+        }
+    };
+    // Exactly once: a rollback to the target requested since this step first started
+    // (by a run that then crashed) is adopted, not repeated.
+    let in_flight = match api.last_alias_request().await {
+        Ok(r) => r.filter(|r| {
+            r.kind == "rollback"
+                && r.to_deployment == target
+                && r.requested_at >= started_at - 5_000
+        }),
+        Err(e) => return transient(store, doc, clock, i, limits, started_at, e.to_string()).await,
+    };
+    if in_flight.is_none() {
+        if let Err(e) = api.request_rollback(&target, &reason).await {
+            return match e {
+                crate::vercel_api::VercelError::Api {
+                    status,
+                    code,
+                    message,
+                } => {
+                    let err = format!("Vercel refused the rollback ({status} {code}): {message}");
+                    finish(doc, "failed", json!({"error": err}));
+                    save(store, doc, clock.now()).await?;
+                    Ok(StepResult::Failed(err))
+                }
+                other => {
+                    transient(store, doc, clock, i, limits, started_at, other.to_string()).await
+                }
+            };
+        }
+        audit(
+            store,
+            clock.now(),
+            "executor",
+            "vercel_rollback_requested",
+            &doc.id,
+            json!({"target_deployment": target}),
+        )
+        .await?;
+    }
+    let waited_from = std::time::Instant::now();
+    loop {
+        match api.last_alias_request().await {
+            Ok(Some(r)) if r.to_deployment == target && r.job_status == "succeeded" => {
+                finish(
+                    doc,
+                    "succeeded",
+                    json!({"job_status": r.job_status, "from_deployment": r.from_deployment}),
+                );
+                save(store, doc, clock.now()).await?;
+                audit(
+                    store,
+                    clock.now(),
+                    "executor",
+                    "step_succeeded",
+                    &doc.id,
+                    json!({"step": "code", "target_deployment": target}),
+                )
+                .await?;
+                return Ok(StepResult::Done);
+            }
+            Ok(Some(r)) if r.to_deployment == target && r.job_status == "failed" => {
+                let err = "Vercel reported the rollback job as failed".to_string();
+                finish(doc, "failed", json!({"error": err, "job_status": "failed"}));
+                save(store, doc, clock.now()).await?;
+                return Ok(StepResult::Failed(err));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "polling Vercel failed; will retry"),
+        }
+        if clock.now().as_millis() - started_at > limits.step_timeout.as_millis() as i64 {
+            let err = format!(
+                "Vercel did not finish the rollback within {}",
+                crate::duration::format(limits.step_timeout)
+            );
+            finish(doc, "failed", json!({"error": err}));
+            save(store, doc, clock.now()).await?;
+            return Ok(StepResult::Failed(err));
+        }
+        if waited_from.elapsed() >= limits.wait_budget {
+            return Ok(StepResult::Waiting);
+        }
+        tokio::time::sleep(limits.poll_every).await;
+    }
+}
+
+/// A retryable failure: leave the step running for the next drive, unless it timed out.
+async fn transient(
+    store: &dyn Store,
+    doc: &mut Doc,
+    clock: &dyn Clock,
+    i: usize,
+    limits: Limits,
+    started_at: i64,
+    error: String,
+) -> StoreResult<StepResult> {
+    doc.body["steps"][i]["detail"] = json!({"last_error": error});
+    if clock.now().as_millis() - started_at > limits.step_timeout.as_millis() as i64 {
+        doc.body["steps"][i]["status"] = json!("failed");
+        save(store, doc, clock.now()).await?;
+        return Ok(StepResult::Failed(error));
+    }
+    save(store, doc, clock.now()).await?;
+    Ok(StepResult::Waiting)
+}
+
+/// Executions that have not finished (for the evaluate cron to resume).
+pub async fn unfinished(store: &dyn Store) -> StoreResult<Vec<String>> {
+    let mut ids = Vec::new();
+    for status in ["pending", "running"] {
+        let filter = DocFilter {
+            scope: None,
+            status: Some(status.into()),
+        };
+        ids.extend(
+            store
+                .list_docs(EXECUTION_KIND, &filter, 100)
+                .await?
+                .into_iter()
+                .map(|d| d.id),
+        );
+    }
+    Ok(ids)
+}

@@ -1,0 +1,173 @@
+//! A local server following Vercel's documented REST contract for Instant
+//! Rollback: `POST /v9/projects/{id}/rollback/{deploymentId}` → 201 (no
+//! body), `GET /v9/projects/{id}` → `lastAliasRequest`, bearer auth, error
+//! bodies `{"error": {"code", "message"}}`, and scripted 429 (`Retry-After`)
+//! or 5xx answers to exercise retries.
+
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+#[derive(Default)]
+pub struct State {
+    /// Statuses to answer the next rollback POSTs with before succeeding (e.g. 429, 503).
+    pub rollback_failures: Vec<u16>,
+    /// Every rollback request received: (path, query).
+    pub rollback_calls: Vec<(String, String)>,
+    /// Successful (201) rollback requests.
+    pub accepted: u32,
+    pub last_alias: Option<serde_json::Value>,
+    /// Polls of the project left before the alias job reports `succeeded`.
+    pub polls_until_done: u32,
+    /// Report the job as failed instead.
+    pub job_fails: bool,
+    pub project_gets: u32,
+}
+
+pub struct FakeVercel {
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+}
+
+pub const TOKEN: &str = "vercel-token-abcdef";
+pub const PROJECT: &str = "prj_shop";
+
+fn reply(
+    status: u16,
+    body: serde_json::Value,
+    headers: &[(&str, &str)],
+) -> hyper::Response<Full<bytes::Bytes>> {
+    let mut b = hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let body = if body.is_null() {
+        bytes::Bytes::new()
+    } else {
+        bytes::Bytes::from(body.to_string())
+    };
+    b.body(Full::new(body)).unwrap()
+}
+
+pub async fn start(state: State) -> FakeVercel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = Arc::new(Mutex::new(state));
+    let shared = Arc::clone(&state);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let state = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let state = Arc::clone(&state);
+                        async move {
+                            let authorized = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                == Some(&format!("Bearer {TOKEN}"));
+                            let path = req.uri().path().to_string();
+                            let query = req.uri().query().unwrap_or("").to_string();
+                            let method = req.method().clone();
+                            let _ = req.into_body().collect().await;
+                            if !authorized {
+                                return Ok::<_, std::convert::Infallible>(reply(
+                                    403,
+                                    json!({"error": {"code": "forbidden", "message": "Not authorized"}}),
+                                    &[],
+                                ));
+                            }
+                            let mut guard = state.lock().unwrap();
+                            let s = &mut *guard;
+                            let rollback_prefix = format!("/v9/projects/{PROJECT}/rollback/");
+                            if method == hyper::Method::POST && path.starts_with(&rollback_prefix) {
+                                s.rollback_calls.push((path.clone(), query));
+                                if !s.rollback_failures.is_empty() {
+                                    let status = s.rollback_failures.remove(0);
+                                    let headers: &[(&str, &str)] = if status == 429 {
+                                        &[("retry-after", "1")]
+                                    } else {
+                                        &[]
+                                    };
+                                    let code = if status == 429 {
+                                        "rate_limited"
+                                    } else {
+                                        "internal_server_error"
+                                    };
+                                    return Ok(reply(
+                                        status,
+                                        json!({"error": {"code": code, "message": "try again"}}),
+                                        headers,
+                                    ));
+                                }
+                                let target = path.trim_start_matches(&rollback_prefix).to_string();
+                                if target == "dpl_unknown" {
+                                    return Ok(reply(
+                                        404,
+                                        json!({"error": {"code": "not_found", "message": "Deployment not found"}}),
+                                        &[],
+                                    ));
+                                }
+                                s.accepted += 1;
+                                let now = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .unwrap()
+                                    .as_millis() as i64;
+                                s.last_alias = Some(
+                                    json!({"fromDeploymentId": "dpl_bad", "toDeploymentId": target, "jobStatus": "in-progress", "requestedAt": now, "type": "rollback"}),
+                                );
+                                return Ok(reply(201, serde_json::Value::Null, &[]));
+                            }
+                            if method == hyper::Method::GET
+                                && path == format!("/v9/projects/{PROJECT}")
+                            {
+                                s.project_gets += 1;
+                                let (done, fails) = (s.polls_until_done == 0, s.job_fails);
+                                if let Some(alias) = s.last_alias.as_mut() {
+                                    if done {
+                                        alias["jobStatus"] =
+                                            json!(if fails { "failed" } else { "succeeded" });
+                                    } else {
+                                        s.polls_until_done -= 1;
+                                    }
+                                }
+                                return Ok(reply(
+                                    200,
+                                    json!({"id": PROJECT, "name": "shop", "lastAliasRequest": s.last_alias}),
+                                    &[],
+                                ));
+                            }
+                            Ok(reply(
+                                404,
+                                json!({"error": {"code": "not_found", "message": "no such endpoint"}}),
+                                &[],
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    FakeVercel { url, state }
+}
+
+/// Vercel config pointing at the fake.
+pub fn config(url: &str) -> rollback_guard::config::VercelApi {
+    rollback_guard::config::VercelApi {
+        token: rollback_guard::secret::Secret::new(TOKEN),
+        project_id: PROJECT.into(),
+        team_id: Some("team_1".into()),
+        api_base: url::Url::parse(url).unwrap(),
+    }
+}
