@@ -199,7 +199,10 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         for bad in ["", "v1", "v2.k1.x.y", "v1.k1.!!.??", &format!("{t}.extra")] {
-            assert!(verify(std::slice::from_ref(&k1), bad, NOW).is_err(), "{bad:?}");
+            assert!(
+                verify(std::slice::from_ref(&k1), bad, NOW).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
