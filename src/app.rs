@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigErrors};
 use crate::error::ApiError;
 use crate::store::{self, Store, StoreResult};
+use crate::vercel_api::{Retry, VercelApi, VercelClient};
 
 /// Shared state. Cheap to share behind an `Arc`.
 pub struct App {
@@ -17,6 +18,8 @@ pub struct App {
     store: OnceCell<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    vercel: Option<Arc<dyn VercelApi>>,
+    notifier: crate::notify::Notifier,
 }
 
 impl App {
@@ -38,7 +41,10 @@ impl App {
             store: OnceCell::new(),
             clock,
             http: crate::probe::client(),
+            vercel: None,
+            notifier: crate::notify::Notifier::new(Vec::new()),
         }
+        .with_vercel_from_config()
     }
 
     /// State with a store that is already connected and migrated (tests, CLI).
@@ -48,7 +54,32 @@ impl App {
             store: OnceCell::new_with(Some(store)),
             clock,
             http: crate::probe::client(),
+            vercel: None,
+            notifier: crate::notify::Notifier::new(Vec::new()),
         }
+        .with_vercel_from_config()
+    }
+
+    fn with_vercel_from_config(mut self) -> Self {
+        if let Ok(c) = &self.config {
+            self.vercel = c
+                .vercel
+                .clone()
+                .map(|v| Arc::new(VercelClient::new(v, Retry::default())) as Arc<dyn VercelApi>);
+            self.notifier =
+                crate::notify::Notifier::from_config(&c.notify, &c.policy.channels.order);
+        }
+        self
+    }
+
+    /// The Vercel API, or `None` in dry-run mode (no `VERCEL_TOKEN`).
+    pub fn vercel(&self) -> Option<&dyn VercelApi> {
+        self.vercel.as_deref()
+    }
+
+    /// The notification channels.
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
     }
 
     /// The configuration, or a 503 when it is invalid.

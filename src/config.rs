@@ -113,7 +113,7 @@ pub struct AlertSecrets {
 }
 
 /// Notification channel credentials.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NotifyConfig {
     pub slack_webhook_url: Option<Secret>,
     pub slack_signing_secret: Option<Secret>,
@@ -122,6 +122,10 @@ pub struct NotifyConfig {
     pub twilio_account_sid: Option<String>,
     pub twilio_auth_token: Option<Secret>,
     pub twilio_from: Option<String>,
+    /// Overridable for tests; default `https://api.resend.com`.
+    pub resend_api_base: url::Url,
+    /// Overridable for tests; default `https://api.twilio.com`.
+    pub twilio_api_base: url::Url,
 }
 
 /// A configuration problem naming the variable or policy key.
@@ -444,6 +448,12 @@ fn read_notify(r: &mut Reader) -> NotifyConfig {
         twilio_account_sid: r.var("TWILIO_ACCOUNT_SID"),
         twilio_auth_token: r.secret("TWILIO_AUTH_TOKEN", 8),
         twilio_from: r.var("TWILIO_FROM"),
+        resend_api_base: r
+            .url("RESEND_API_BASE")
+            .unwrap_or_else(|| url::Url::parse("https://api.resend.com").expect("constant URL")),
+        twilio_api_base: r
+            .url("TWILIO_API_BASE")
+            .unwrap_or_else(|| url::Url::parse("https://api.twilio.com").expect("constant URL")),
     }
 }
 

@@ -71,3 +71,45 @@ where
         )),
     }
 }
+
+/// `GET /api/cron/probe`.
+pub async fn probe(app: &App) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let now = app.clock().now();
+    run(app, "probe", Duration::from_secs(55), |store| async move {
+        let results = crate::probe::run_all(
+            store.as_ref(),
+            app.http_client(),
+            &config.policy.probes,
+            now,
+        )
+        .await?;
+        Ok(crate::probe::to_json(&results))
+    })
+    .await
+}
+
+/// `GET /api/cron/evaluate`: verdicts, then what the policy does about them,
+/// then expiring approvals and resuming rollbacks.
+pub async fn evaluate(app: &App, req: &crate::http::Request) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let now = app.clock().now();
+    let base_url = crate::http::base_url(config, req);
+    run(
+        app,
+        "evaluate",
+        Duration::from_secs(280),
+        |store| async move {
+            let outcomes = crate::evaluate::run(store.as_ref(), &config.policy.rules, now).await?;
+            let ctx = crate::decide::Ctx::new(app, store.as_ref(), config, base_url);
+            let mut environments = crate::evaluate::to_json(&outcomes);
+            for (i, o) in outcomes.iter().enumerate() {
+                environments[i]["decision"] =
+                    crate::decide::act_on(&ctx, o).await?.unwrap_or(Value::Null);
+            }
+            let housekeeping = crate::decide::housekeeping(&ctx).await?;
+            Ok(json!({"environments": environments, "housekeeping": housekeeping}))
+        },
+    )
+    .await
+}

@@ -59,6 +59,13 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
     if route == Route::Health {
         return Ok(health::get(app, req.method() == Method::HEAD).await);
     }
+    if route == Route::Approve {
+        return if req.method() == Method::POST {
+            crate::approve::page::post(app, req).await
+        } else {
+            crate::approve::page::get(app, req).await
+        };
+    }
     if route == Route::Alerts {
         return crate::intake::handle(app, req).await;
     }
@@ -67,38 +74,25 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
         auth::require_bearer(&req, config.cron_secret.as_ref(), "CRON_SECRET")?;
     }
     match route {
-        Route::CronProbe => {
-            let probes = config.policy.probes.clone();
-            let client = app.http_client().clone();
-            let now = app.clock().now();
-            crate::cron::run(
-                app,
-                "probe",
-                std::time::Duration::from_secs(55),
-                |store| async move {
-                    let results =
-                        crate::probe::run_all(store.as_ref(), &client, &probes, now).await?;
-                    Ok(crate::probe::to_json(&results))
-                },
-            )
-            .await
-        }
-        Route::CronEvaluate => {
-            let rules = config.policy.rules.clone();
-            let now = app.clock().now();
-            crate::cron::run(
-                app,
-                "evaluate",
-                std::time::Duration::from_secs(120),
-                |store| async move {
-                    let outcomes = crate::evaluate::run(store.as_ref(), &rules, now).await?;
-                    Ok(crate::evaluate::to_json(&outcomes))
-                },
-            )
-            .await
-        }
+        Route::CronProbe => crate::cron::probe(app).await,
+        Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
         _ => Err(ApiError::not_implemented(route.path())),
     }
+}
+
+/// The public base URL for links: `PUBLIC_BASE_URL`, else this request's host.
+pub fn base_url(config: &crate::config::Config, req: &Request) -> String {
+    if let Some(u) = &config.public_base_url {
+        return u.as_str().trim_end_matches('/').to_string();
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let local =
+        host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("[::1]");
+    format!("{}://{host}", if local { "http" } else { "https" })
 }
 
 /// Reads a body up to `limit` bytes; a declared or actual larger body is a 413.

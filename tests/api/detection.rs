@@ -222,7 +222,7 @@ async fn a_bad_deployment_opens_a_critical_incident_with_evidence_and_a_recovery
 
     clock.advance(Duration::from_secs(6 * 60));
     let body = cron(&app, "/api/cron/evaluate").await;
-    let env = &body["result"][0];
+    let env = &body["result"]["environments"][0];
     assert_eq!(
         (
             env["environment"].as_str(),
@@ -270,7 +270,7 @@ async fn a_bad_deployment_opens_a_critical_incident_with_evidence_and_a_recovery
         let now = clock.now().as_millis();
         traffic(s.as_ref(), "dpl_2", now - 60_000, now, 200, 0).await;
         let body = cron(&app, "/api/cron/evaluate").await;
-        if body["result"][0]["incident"]["transition"] == "incident_resolved" {
+        if body["result"]["environments"][0]["incident"]["transition"] == "incident_resolved" {
             resolved_at = Some(i);
             break;
         }
@@ -309,8 +309,11 @@ async fn low_traffic_gives_an_explicit_insufficient_data_verdict_and_no_incident
     traffic(s.as_ref(), "dpl_1", T0, T0 + 5 * 60_000, 30, 6).await;
     clock.advance(Duration::from_secs(6 * 60));
     let body = cron(&app, "/api/cron/evaluate").await;
-    assert_eq!(body["result"][0]["level"], "insufficient_data");
-    assert!(body["result"][0]["incident"].is_null());
+    assert_eq!(
+        body["result"]["environments"][0]["level"],
+        "insufficient_data"
+    );
+    assert!(body["result"]["environments"][0]["incident"].is_null());
     assert_eq!(
         s.last_known_good("production").await.unwrap(),
         None,
@@ -335,7 +338,7 @@ async fn a_healthy_deployment_becomes_last_known_good_after_a_full_window() {
     traffic(s.as_ref(), "dpl_1", T0, T0 + 3 * 60_000, 3_000, 1).await;
     clock.advance(Duration::from_secs(3 * 60));
     assert_eq!(
-        cron(&app, "/api/cron/evaluate").await["result"][0]["level"],
+        cron(&app, "/api/cron/evaluate").await["result"]["environments"][0]["level"],
         "ok"
     );
     assert_eq!(
@@ -393,11 +396,14 @@ async fn firing_alerts_raised_after_the_deploy_count_against_it() {
         .unwrap();
     clock.advance(Duration::from_secs(60));
     let body = cron(&app, "/api/cron/evaluate").await;
-    assert_eq!(body["result"][0]["level"], "insufficient_data");
+    assert_eq!(
+        body["result"]["environments"][0]["level"],
+        "insufficient_data"
+    );
     rollback_guard::intake::record(s.as_ref(), &[alert("new", T0 + 90_000)], clock.now())
         .await
         .unwrap();
     clock.advance(Duration::from_secs(60));
     let body = cron(&app, "/api/cron/evaluate").await;
-    assert_eq!(body["result"][0]["level"], "critical");
+    assert_eq!(body["result"]["environments"][0]["level"], "critical");
 }

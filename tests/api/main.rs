@@ -5,9 +5,11 @@
 //! fresh schema / key prefix and removes it afterwards.
 
 mod alertmanager;
+mod approval;
 mod deploy_layout;
 mod detection;
 mod executor;
+mod fake_http;
 mod fake_vercel;
 mod functions;
 mod health;

@@ -1,0 +1,352 @@
+//! `GET /api/approve?token=…` renders a confirmation page and never acts, so
+//! mail scanners and chat unfurls that fetch links are harmless.
+//! `POST /api/approve` (form: `token`, `decision`) records the decision once
+//! and, when the quorum is reached, starts the rollback. Refusals are pages
+//! with a 4xx status, and are audited. `Accept: application/json` gets JSON.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+
+use super::quorum::{Decision, DecisionError, State};
+use super::request::{self, ApprovalView, ApproveError};
+use super::token::TokenError;
+use crate::app::App;
+use crate::audit::AuditEntry;
+use crate::clock::Timestamp;
+use crate::error::ApiError;
+use crate::execute::Plan;
+use crate::http::{json_response, Request, Response};
+
+/// Escapes text for HTML element and attribute content.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An HTML response with the headers a page carrying a secret link needs.
+pub fn html_response(status: StatusCode, title: &str, body_html: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head><body><main>{body_html}</main></body></html>",
+        escape(title)
+    );
+    let mut res = http::Response::new(Bytes::from(page));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    res
+}
+
+const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;background:#f6f7f9;color:#1d2330;margin:0}\
+main{max-width:44rem;margin:2rem auto;background:#fff;padding:2rem;border-radius:12px;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.4rem;margin-top:0}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}dt{color:#5a6275}\
+dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}.finding{margin:.2rem 0}.critical{color:#b3261e}.warning{color:#8a5a00}\
+form{display:flex;gap:1rem;margin-top:1.5rem}button{font-size:1rem;padding:.7rem 1.4rem;border-radius:8px;border:0;cursor:pointer}\
+.approve{background:#b3261e;color:#fff}.reject{background:#e4e7ec;color:#1d2330}.note{color:#5a6275;font-size:.9rem}";
+
+fn wants_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+fn refusal(e: &ApproveError) -> (StatusCode, &'static str) {
+    match e {
+        ApproveError::Token(TokenError::Expired)
+        | ApproveError::Decision(DecisionError::Expired) => (StatusCode::GONE, "link_expired"),
+        ApproveError::Token(_) | ApproveError::Mismatch => {
+            (StatusCode::UNAUTHORIZED, "invalid_link")
+        }
+        ApproveError::UnknownRequest => (StatusCode::NOT_FOUND, "unknown_request"),
+        ApproveError::Decision(
+            DecisionError::NotEligible(_) | DecisionError::RequesterCannotApprove,
+        ) => (StatusCode::FORBIDDEN, "not_allowed"),
+        ApproveError::Decision(_) | ApproveError::Replayed => {
+            (StatusCode::CONFLICT, "already_decided")
+        }
+        ApproveError::NoKeys => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
+        ApproveError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+    }
+}
+
+async fn refuse(
+    app: &App,
+    req_json: bool,
+    e: ApproveError,
+    now: Timestamp,
+    client: &Value,
+) -> Result<Response, ApiError> {
+    if let ApproveError::Store(s) = e {
+        return Err(s.into());
+    }
+    let (status, code) = refusal(&e);
+    if let Ok(store) = app.store().await {
+        let _ = store
+            .append_audit(AuditEntry {
+                at: now,
+                actor: "approval_link".into(),
+                action: "approval_refused".into(),
+                subject: code.into(),
+                detail: json!({"reason": e.to_string(), "client": client}),
+            })
+            .await;
+    }
+    tracing::warn!(code, reason = %e, "approval link refused");
+    if req_json {
+        return Ok(json_response(
+            status,
+            &json!({"code": code, "detail": e.to_string()}),
+        ));
+    }
+    Ok(html_response(status, "Link not accepted", &format!("<h1>This link cannot be used</h1><p>{}</p><p class=\"note\">Nothing was changed. If a rollback is still needed, ask for a new link or use the dashboard.</p>", escape(&e.to_string()))))
+}
+
+fn token_from_query(req: &Request) -> Option<String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+}
+
+fn client_info(req: &Request) -> Value {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(200).collect::<String>())
+    };
+    json!({"user_agent": h("user-agent"), "forwarded_for": h("x-forwarded-for")})
+}
+
+/// `GET /api/approve`.
+pub async fn get(app: &App, req: Request) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let now = app.clock().now();
+    let json_wanted = wants_json(&req);
+    let Some(token) = token_from_query(&req) else {
+        return Err(ApiError::bad_request(
+            "missing_token",
+            "the link has no token",
+        ));
+    };
+    let store = app.store().await?;
+    match request::inspect(store.as_ref(), &config.signing_keys, &token, now).await {
+        Ok((claims, view)) if json_wanted => Ok(json_response(
+            StatusCode::OK,
+            &json!({"approver": claims.approver, "request": summary(&view)}),
+        )),
+        Ok((claims, view)) => Ok(html_response(
+            StatusCode::OK,
+            "Confirm rollback",
+            &confirmation(&token, &claims.approver, &view),
+        )),
+        Err(e) => refuse(app, json_wanted, e, now, &client_info(&req)).await,
+    }
+}
+
+/// `POST /api/approve`.
+pub async fn post(app: &App, req: Request) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let now = app.clock().now();
+    let json_wanted = wants_json(&req);
+    let client = client_info(&req);
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(req.body())
+        .into_owned()
+        .collect();
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let token = field("token").ok_or_else(|| {
+        ApiError::bad_request("missing_token", "form field \"token\" is required")
+    })?;
+    let decision = field("decision")
+        .as_deref()
+        .and_then(Decision::parse)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_decision",
+                "form field \"decision\" must be \"approve\" or \"reject\"",
+            )
+        })?;
+    let store = app.store().await?;
+    let view = match request::decide(
+        store.as_ref(),
+        &config.signing_keys,
+        &token,
+        decision,
+        &client,
+        now,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => return refuse(app, json_wanted, e, now, &client).await,
+    };
+    let rollback = if view.state == State::Approved {
+        Some(start_rollback(app, &req, &view, now).await?)
+    } else {
+        None
+    };
+    if json_wanted {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"request": summary(&view), "rollback": rollback}),
+        ));
+    }
+    Ok(html_response(
+        StatusCode::OK,
+        "Decision recorded",
+        &outcome_page(&view, decision, rollback.as_ref()),
+    ))
+}
+
+/// Starts (or resumes) the execution for an approved request, drives it
+/// briefly (the evaluate cron finishes what is left), verifies and notifies.
+pub async fn start_rollback(
+    app: &App,
+    req: &Request,
+    view: &ApprovalView,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let config = app.config()?;
+    let store = app.store().await?;
+    let b = &view.body;
+    let plan = Plan {
+        environment: b["environment"].as_str().unwrap_or_default().into(),
+        incident_id: b["incident_id"].as_str().unwrap_or_default().into(),
+        from_deployment: b["from_deployment"].as_str().unwrap_or_default().into(),
+        target_deployment: b["target_deployment"].as_str().unwrap_or_default().into(),
+        requested_by: format!("approval:{}", view.id),
+        reason: b["reason"].as_str().unwrap_or("approved rollback").into(),
+        dry_run: app.vercel().is_none(),
+    };
+    let _ = now;
+    let ctx = crate::decide::Ctx::new(
+        app,
+        store.as_ref(),
+        config,
+        crate::http::base_url(config, req),
+    );
+    let mut result = crate::decide::run_rollback(&ctx, &plan).await?;
+    result["dry_run"] = json!(plan.dry_run);
+    Ok(result)
+}
+
+fn summary(v: &ApprovalView) -> Value {
+    json!({
+        "id": v.id, "state": v.state.as_str(), "environment": v.body["environment"], "incident_id": v.body["incident_id"],
+        "from_deployment": v.body["from_deployment"], "target_deployment": v.body["target_deployment"],
+        "quorum": v.rules.quorum, "approvals": v.rules.decisions.iter().filter(|(_, d)| *d == Decision::Approve).count(),
+        "expires_at": Timestamp::from_millis(v.body["expires_at"].as_i64().unwrap_or(0)).to_rfc3339(),
+    })
+}
+
+fn facts(v: &ApprovalView) -> String {
+    let b = &v.body;
+    let s = |k: &str| escape(b[k].as_str().unwrap_or("?"));
+    let approvals = v
+        .rules
+        .decisions
+        .iter()
+        .filter(|(_, d)| *d == Decision::Approve)
+        .count();
+    format!(
+        "<dl><dt>Environment</dt><dd>{}</dd><dt>Serving now</dt><dd>{}</dd><dt>Roll back to</dt><dd>{}</dd>\
+         <dt>Incident</dt><dd>{}</dd><dt>Approvals</dt><dd>{approvals} of {}</dd><dt>Link expires</dt><dd>{}</dd></dl>",
+        s("environment"),
+        s("from_deployment"),
+        s("target_deployment"),
+        s("incident_id"),
+        v.rules.quorum,
+        escape(&Timestamp::from_millis(b["expires_at"].as_i64().unwrap_or(0)).to_rfc3339()),
+    )
+}
+
+fn findings(v: &ApprovalView) -> String {
+    let items: Vec<String> = v.body["evidence"]["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|f| matches!(f["level"].as_str(), Some("warning" | "critical")))
+                .map(|f| {
+                    let level = f["level"].as_str().unwrap_or("");
+                    format!(
+                        "<li class=\"finding {level}\"><strong>{}</strong> {}</li>",
+                        escape(level),
+                        escape(f["summary"].as_str().unwrap_or(""))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>Why</h2><ul>{}</ul>", items.join(""))
+    }
+}
+
+fn confirmation(token: &str, approver: &str, v: &ApprovalView) -> String {
+    let actions = if v.state == State::Pending {
+        format!(
+            "<form method=\"post\" action=\"/api/approve\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
+             <button class=\"approve\" name=\"decision\" value=\"approve\">Approve rollback</button>\
+             <button class=\"reject\" name=\"decision\" value=\"reject\">Reject</button></form>\
+             <p class=\"note\">Opening this page changed nothing. Only the buttons record a decision.</p>",
+            escape(token)
+        )
+    } else {
+        format!(
+            "<p><strong>This request is already {}.</strong></p>",
+            escape(v.state.as_str())
+        )
+    };
+    format!(
+        "<h1>Roll back {}?</h1><p>Signed in as <strong>{}</strong> through your personal link.</p>{}{}{}",
+        escape(v.body["environment"].as_str().unwrap_or("?")),
+        escape(approver),
+        facts(v),
+        findings(v),
+        actions
+    )
+}
+
+fn outcome_page(v: &ApprovalView, decision: Decision, rollback: Option<&Value>) -> String {
+    let headline = match (decision, v.state) {
+        (Decision::Reject, _) => "Rollback rejected. Nothing will be rolled back.".to_string(),
+        (Decision::Approve, State::Approved) => match rollback.and_then(|r| r["status"].as_str()) {
+            Some("succeeded") if rollback.is_some_and(|r| r["dry_run"] == true) => "Approved. Dry run: the rollback was recorded but Vercel was not called (no VERCEL_TOKEN).".into(),
+            Some("succeeded") => "Approved. The rollback is complete.".into(),
+            Some("failed") => format!("Approved, but the rollback failed: {}", rollback.and_then(|r| r["error"].as_str()).unwrap_or("unknown error")),
+            _ => "Approved. The rollback is in progress.".into(),
+        },
+        (Decision::Approve, _) => format!("Approval recorded. Waiting for {} more.", v.rules.quorum as usize - v.rules.decisions.iter().filter(|(_, d)| *d == Decision::Approve).count()),
+    };
+    format!("<h1>{}</h1>{}", escape(&headline), facts(v))
+}

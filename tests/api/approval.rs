@@ -1,0 +1,514 @@
+//! Approval and rollback through HTTP: incident → approval request → email
+//! with a personal link → confirmation page (acts on nothing) → POST approve
+//! → Vercel rollback → verification → audit. And every refusal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollback_guard::clock::{Clock, ManualClock, SystemClock, Timestamp};
+use rollback_guard::detect::window::minute_of;
+use rollback_guard::intake::signal::{DeploymentEvent, Signal};
+use rollback_guard::store::{DeploymentState, Store};
+use serde_json::json;
+
+use super::fake_http;
+use super::fake_vercel::{self, State};
+use super::helpers::{json, Backend, TestApp};
+
+pub const CRON: &str = "cron-secret-0123456789";
+pub const KEYS: &str =
+    "k2:k2-secret-0123456789-0123456789-abc,k1:k1-secret-0123456789-0123456789-abc";
+
+pub async fn deploy(store: &dyn Store, env: &str, id: &str, at_ms: i64) {
+    let ev = DeploymentEvent {
+        id: id.into(),
+        state: DeploymentState::Promoted,
+        environment: env.into(),
+        url: format!("{id}.vercel.app"),
+        git_sha: None,
+        at: Timestamp::from_millis(at_ms),
+        event: "deployment.promoted".into(),
+        meta: json!({}),
+    };
+    rollback_guard::intake::record(
+        store,
+        &[Signal::Deployment(ev)],
+        Timestamp::from_millis(at_ms),
+    )
+    .await
+    .unwrap();
+}
+
+/// `per_minute` requests with `errors` 5xx in each minute of [from, to).
+pub async fn traffic(
+    store: &dyn Store,
+    env: &str,
+    dep: &str,
+    from_ms: i64,
+    to_ms: i64,
+    per_minute: f64,
+    errors: f64,
+) {
+    for m in minute_of(from_ms)..minute_of(to_ms) {
+        store
+            .add_rollup(
+                env,
+                dep,
+                m,
+                &[
+                    ("requests".into(), per_minute),
+                    ("errors_5xx".into(), errors),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// dpl_good served healthily and became last known good; dpl_bad then went live and fails.
+pub async fn bad_deploy(store: &dyn Store, env: &str, t0: i64) {
+    deploy(store, env, "dpl_good", t0 - 2 * 3_600_000).await;
+    traffic(store, env, "dpl_good", t0 - 3_600_000, t0, 200.0, 0.0).await;
+    store.set_last_known_good(env, "dpl_good").await.unwrap();
+    deploy(store, env, "dpl_bad", t0).await;
+    traffic(store, env, "dpl_bad", t0, t0 + 6 * 60_000, 200.0, 30.0).await;
+}
+
+pub async fn cron(app: &TestApp, path: &str) -> serde_json::Value {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(CRON)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+fn now_ms() -> i64 {
+    SystemClock.now().as_millis()
+}
+
+/// Pulls the approval link out of a Resend request body.
+fn link_in(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let text = v["text"].as_str().unwrap();
+    let start = text.find("http://").unwrap();
+    text[start..].split_whitespace().next().unwrap().to_string()
+}
+
+fn token_of(link: &str) -> String {
+    link.split("token=").nth(1).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
+    let resend = fake_http::start(vec![], (200, r#"{"id":"email_123"}"#)).await;
+    // Slack is down for the whole test (every call 500, including the client's one retry).
+    let slack = fake_http::start(vec![], (500, "internal_error")).await;
+    let vercel = fake_vercel::start(State {
+        polls_until_done: 1,
+        ..State::default()
+    })
+    .await;
+    let probe_target = super::helpers::fake_upstream(vec![(
+        "/health",
+        super::helpers::Canned {
+            status: 200,
+            body: "ok",
+            delay: Duration::ZERO,
+        },
+    )])
+    .await;
+    let policy = format!(
+        "[environments.production]\napproval = \"required\"\napprovers = [\"alice@example.com\", \"bob@example.com\"]\nquorum = 1\n\
+         [[probes]]\nname = \"home\"\nurl = \"{probe_target}/health\"\n"
+    );
+    let t0 = now_ms() - 6 * 60_000;
+    let app = TestApp::spawn(
+        Backend::Postgres,
+        &[
+            ("CRON_SECRET", CRON),
+            ("APPROVAL_SIGNING_KEYS", KEYS),
+            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+            (
+                "SLACK_WEBHOOK_URL",
+                &format!("{}/services/T0/B0/x", slack.url),
+            ),
+            ("RESEND_API_KEY", "re_test_key_123"),
+            ("EMAIL_FROM", "Rollback Guard <guard@example.com>"),
+            ("RESEND_API_BASE", &resend.url),
+            ("VERCEL_TOKEN", fake_vercel::TOKEN),
+            ("VERCEL_PROJECT_ID", fake_vercel::PROJECT),
+            ("VERCEL_API_BASE", &vercel.url),
+        ],
+    )
+    .await;
+    let s = app.store().clone();
+    bad_deploy(s.as_ref(), "production", t0).await;
+
+    // Evaluate: critical incident, approval requested. Slack fails…
+    let report = cron(&app, "/api/cron/evaluate").await;
+    let env = &report["result"]["environments"][0];
+    assert_eq!(env["level"], "critical", "{report}");
+    assert_eq!(env["decision"]["action"], "approval_requested", "{report}");
+    assert_eq!(
+        env["decision"]["notified_via"], "email",
+        "Slack failed, email was the fallback: {report}"
+    );
+    assert_eq!(
+        vercel.state.lock().unwrap().accepted,
+        0,
+        "nothing rolls back without approval"
+    );
+
+    // …and each approver got their own link by email, sent the way Resend documents.
+    let mails: Vec<_> = resend
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/emails")
+        .cloned()
+        .collect();
+    let approval_mails: Vec<_> = mails
+        .iter()
+        .filter(|m| m.body.contains("api/approve?token="))
+        .collect();
+    assert_eq!(approval_mails.len(), 2);
+    for m in &approval_mails {
+        assert_eq!(m.method, "POST");
+        assert_eq!(m.header("authorization"), Some("Bearer re_test_key_123"));
+        assert_eq!(m.header("content-type"), Some("application/json"));
+        assert!(m
+            .header("idempotency-key")
+            .unwrap()
+            .starts_with("approval/apr_inc_"));
+        assert!(m
+            .header("user-agent")
+            .unwrap()
+            .starts_with("rollback-guard/"));
+    }
+    let alice = approval_mails
+        .iter()
+        .find(|m| m.body.contains("alice@example.com"))
+        .unwrap();
+    let link = link_in(&alice.body);
+    let token = token_of(&link);
+
+    // GET shows the page and changes nothing, however often it is fetched (scanners, unfurls).
+    for _ in 0..3 {
+        let res = app
+            .client
+            .get(&link)
+            .header("user-agent", "Slackbot-LinkExpanding 1.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+        assert!(res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+        let page = res.text().await.unwrap();
+        assert!(
+            page.contains("dpl_good")
+                && page.contains("dpl_bad")
+                && page.contains("Approve rollback"),
+            "{page}"
+        );
+    }
+    assert_eq!(vercel.state.lock().unwrap().accepted, 0);
+    let apr = s
+        .list_docs("approval", &Default::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(apr[0].status, "pending");
+
+    // A forged token is refused with a page and a 401, and audited.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[("token", forged.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.text().await.unwrap().contains("signature is invalid"));
+
+    // POST approve: the decision is recorded once and the rollback runs.
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[("token", token.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("The rollback is complete"), "{page}");
+    {
+        let v = vercel.state.lock().unwrap();
+        assert_eq!(v.accepted, 1);
+        assert_eq!(
+            v.rollback_calls[0].0,
+            "/v9/projects/prj_shop/rollback/dpl_good"
+        );
+    }
+    // Replaying the same link is refused; so is a second approver after the request closed.
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[("token", token.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let bob = approval_mails
+        .iter()
+        .find(|m| m.body.contains("bob@example.com"))
+        .unwrap();
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .header("accept", "application/json")
+        .form(&[
+            ("token", token_of(&link_in(&bob.body)).as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(json(res).await["code"], "already_decided");
+    assert_eq!(
+        vercel.state.lock().unwrap().accepted,
+        1,
+        "exactly one rollback"
+    );
+
+    // Verified by the probes, notified, and every step is in a verifying audit chain.
+    let exe = s
+        .get_doc(
+            "execution",
+            &format!("exe_{}", env["incident"]["id"].as_str().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exe.status, "succeeded");
+    assert_eq!(exe.body["verification"]["healthy"], true);
+    let audit = s.audit_after(0, 1000).await.unwrap();
+    rollback_guard::audit::verify_chain((0, rollback_guard::audit::GENESIS_HASH), &audit).unwrap();
+    let actions: Vec<&str> = audit.iter().map(|r| r.entry.action.as_str()).collect();
+    for want in [
+        "incident_opened",
+        "approval_requested",
+        "notification_failed",
+        "notification_sent",
+        "approval_refused",
+        "approval_approve",
+        "rollback_planned",
+        "vercel_rollback_requested",
+        "rollback_succeeded",
+        "rollback_verified",
+    ] {
+        assert!(actions.contains(&want), "missing {want} in {actions:?}");
+    }
+    let approved = audit
+        .iter()
+        .find(|r| r.entry.action == "approval_approve")
+        .unwrap();
+    assert_eq!(approved.entry.actor, "approver:alice@example.com");
+}
+
+#[tokio::test]
+async fn expired_unknown_and_foreign_links_are_refused_with_clear_pages() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_795_600_800_000)));
+    let policy = "[environments.production]\napprovers = [\"alice@example.com\"]\napproval_timeout = \"10m\"\n";
+    let app = TestApp::spawn_with_clock(
+        Backend::Sqlite,
+        &[
+            ("CRON_SECRET", CRON),
+            ("APPROVAL_SIGNING_KEYS", KEYS),
+            ("ROLLBACK_GUARD_POLICY_TOML", policy),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let s = app.store().clone();
+    let t0 = clock.now().as_millis();
+    bad_deploy(s.as_ref(), "production", t0).await;
+    clock.advance(Duration::from_secs(6 * 60));
+    cron(&app, "/api/cron/evaluate").await;
+    let apr = s
+        .list_docs("approval", &Default::default(), 10)
+        .await
+        .unwrap()
+        .remove(0);
+
+    // Mint a link the way the guard does, for someone who is not an approver.
+    let keys = super::helpers::config(&[("APPROVAL_SIGNING_KEYS", KEYS)]).signing_keys;
+    let claims = |who: &str| {
+        rollback_guard::approve::token::Claims::new(
+            &apr.id,
+            apr.body["incident_id"].as_str().unwrap(),
+            "rollback",
+            who,
+            "dpl_good",
+            clock.now(),
+            600,
+            [1; 16],
+        )
+    };
+    let mallory = rollback_guard::approve::token::mint(&keys[0], &claims("mallory@example.com"));
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[("token", mallory.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    // A link bound to another target deployment does not match the request.
+    let mut other = claims("alice@example.com");
+    other.target = "dpl_other".into();
+    let res = app
+        .get(&format!(
+            "/api/approve?token={}",
+            rollback_guard::approve::token::mint(&keys[0], &other)
+        ))
+        .await;
+    assert_eq!(res.status(), 401);
+    // Unknown request.
+    let mut unknown = claims("alice@example.com");
+    unknown.request = "apr_nope".into();
+    assert_eq!(
+        app.get(&format!(
+            "/api/approve?token={}",
+            rollback_guard::approve::token::mint(&keys[0], &unknown)
+        ))
+        .await
+        .status(),
+        404
+    );
+    // Expired.
+    let alice = rollback_guard::approve::token::mint(&keys[1], &claims("alice@example.com"));
+    clock.advance(Duration::from_secs(700));
+    let res = app.get(&format!("/api/approve?token={alice}")).await;
+    assert_eq!(res.status(), 410);
+    assert!(res.text().await.unwrap().contains("expired"));
+    // Missing pieces are 400 JSON.
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["code"], "missing_token");
+    let refusals = s
+        .audit_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == "approval_refused")
+        .count();
+    assert_eq!(refusals, 4);
+}
+
+#[tokio::test]
+async fn staging_rolls_back_automatically_on_a_critical_verdict() {
+    let vercel = fake_vercel::start(State::default()).await;
+    let t0 = now_ms() - 6 * 60_000;
+    let app = TestApp::spawn(
+        Backend::Redis,
+        &[
+            ("CRON_SECRET", CRON),
+            (
+                "ROLLBACK_GUARD_POLICY_TOML",
+                "[environments.staging]\napproval = \"auto\"\n",
+            ),
+            ("VERCEL_TOKEN", fake_vercel::TOKEN),
+            ("VERCEL_PROJECT_ID", fake_vercel::PROJECT),
+            ("VERCEL_API_BASE", &vercel.url),
+        ],
+    )
+    .await;
+    bad_deploy(app.store().as_ref(), "staging", t0).await;
+    let report = cron(&app, "/api/cron/evaluate").await;
+    let env = &report["result"]["environments"][0];
+    assert_eq!(env["decision"]["action"], "auto_rollback", "{report}");
+    assert_eq!(
+        env["decision"]["rollback"]["status"], "succeeded",
+        "{report}"
+    );
+    assert_eq!(vercel.state.lock().unwrap().accepted, 1);
+}
+
+#[tokio::test]
+async fn an_unanswered_request_escalates_or_rolls_back_as_configured() {
+    for (on_timeout, rolls_back) in [("hold_and_escalate", false), ("rollback", true)] {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_795_600_800_000)));
+        let slack = fake_http::start(vec![], (200, "ok")).await;
+        let policy = format!("[environments.production]\napprovers = [\"alice@example.com\"]\napproval_timeout = \"10m\"\non_timeout = \"{on_timeout}\"\n");
+        let app = TestApp::spawn_with_clock(
+            Backend::Sqlite,
+            &[
+                ("CRON_SECRET", CRON),
+                ("APPROVAL_SIGNING_KEYS", KEYS),
+                ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+                ("SLACK_WEBHOOK_URL", &format!("{}/hook", slack.url)),
+            ],
+            clock.clone(),
+        )
+        .await;
+        let s = app.store().clone();
+        bad_deploy(s.as_ref(), "production", clock.now().as_millis()).await;
+        clock.advance(Duration::from_secs(6 * 60));
+        cron(&app, "/api/cron/evaluate").await;
+        // The Slack message carries Approve/Reject buttons for the request.
+        let first = slack
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.body.contains("rollback_decision"))
+            .cloned()
+            .unwrap();
+        assert!(
+            first.body.contains("\"action_id\":\"approve\""),
+            "{}",
+            first.body
+        );
+        clock.advance(Duration::from_secs(11 * 60));
+        let report = cron(&app, "/api/cron/evaluate").await;
+        let expired = &report["result"]["housekeeping"]["expired_approvals"][0];
+        assert_eq!(expired["on_timeout"], on_timeout, "{report}");
+        let executions = s
+            .list_docs("execution", &Default::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(!executions.is_empty(), rolls_back, "{on_timeout}: {report}");
+        if !rolls_back {
+            assert!(slack
+                .requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.body.contains("ESCALATION")));
+        } else {
+            assert_eq!(
+                executions[0].body["dry_run"], true,
+                "no VERCEL_TOKEN: dry run"
+            );
+        }
+    }
+}
