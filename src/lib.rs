@@ -37,6 +37,7 @@ pub mod http;
 pub mod intake;
 pub mod lease;
 pub mod notify;
+pub mod operator;
 pub mod policy;
 pub mod probe;
 pub mod registry;

@@ -4,4 +4,5 @@
 pub mod page;
 pub mod quorum;
 pub mod request;
+pub mod slack;
 pub mod token;

@@ -76,6 +76,11 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
     match route {
         Route::CronProbe => crate::cron::probe(app).await,
         Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
+        Route::SlackActions => crate::approve::slack::actions(app, req).await,
+        Route::Rollback => {
+            auth::require_bearer(&req, config.operator_token.as_ref(), "OPERATOR_TOKEN")?;
+            crate::operator::rollback(app, req).await
+        }
         _ => Err(ApiError::not_implemented(route.path())),
     }
 }

@@ -16,5 +16,6 @@ mod health;
 mod helpers;
 mod intake;
 mod lease;
+mod operator_and_slack;
 mod routing;
 mod store_contract;
