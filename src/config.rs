@@ -26,6 +26,8 @@ pub struct Config {
     pub cron_secret: Option<Secret>,
     /// Bearer token for operator routes (`/api/rollback`, `/api/incidents`, dashboard).
     pub operator_token: Option<Secret>,
+    /// The app's own database (the one Prisma migrates), for database rollback steps.
+    pub app_database_url: Option<Secret>,
     /// Vercel REST API access; `None` puts the executor in dry-run mode.
     pub vercel: Option<VercelApi>,
     /// Approval-link signing keys; the first is used to sign, all verify.
@@ -214,6 +216,7 @@ impl Config {
         let store = read_store(&mut r);
         let cron_secret = r.secret("CRON_SECRET", 16);
         let operator_token = r.secret("OPERATOR_TOKEN", 16);
+        let app_database_url = r.var("APP_DATABASE_URL").map(Secret::new);
         let vercel = read_vercel(&mut r);
         let signing_keys = read_signing_keys(&mut r);
         let public_base_url = r.url("PUBLIC_BASE_URL");
@@ -249,6 +252,7 @@ impl Config {
                 store,
                 cron_secret,
                 operator_token,
+                app_database_url,
                 vercel,
                 signing_keys,
                 public_base_url,

@@ -34,10 +34,18 @@ pub struct Ctx<'a> {
     pub base_url: String,
     /// How long one call waits on Vercel before leaving the rest to the next run.
     pub wait_budget: Duration,
+    /// The app's database, when `APP_DATABASE_URL` is set.
+    pub app_db: Option<execute::AppDb>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(app: &'a App, store: &'a dyn Store, config: &'a Config, base_url: String) -> Self {
+        let app_db = config.app_database_url.clone().map(|url| execute::AppDb {
+            url,
+            migrations_dir: config.policy.database.migrations_dir.clone().into(),
+            down_file: config.policy.database.down_file.clone(),
+            require_backup: config.policy.database.backup.require_pre_migration,
+        });
         Self {
             store,
             config,
@@ -47,6 +55,7 @@ impl<'a> Ctx<'a> {
             http: app.http_client(),
             base_url,
             wait_budget: Duration::from_secs(20),
+            app_db,
         }
     }
 
@@ -231,12 +240,46 @@ fn approval_message(
 /// Starts (or resumes) the execution for a plan, drives it, and on success
 /// verifies and notifies.
 pub async fn run_rollback(ctx: &Ctx<'_>, plan: &Plan) -> StoreResult<Value> {
-    let (id, _) = execute::start(ctx.store, plan, ctx.clock.now()).await?;
+    let mut plan = plan.clone();
+    if let (Some(db), true) = (&ctx.app_db, plan.migrations.is_empty()) {
+        plan.migrations = migrations_since_target(ctx, db, &plan).await?;
+    }
+    let (id, _) = execute::start(ctx.store, &plan, ctx.clock.now()).await?;
     drive_and_finish(ctx, &id).await
 }
 
+/// Prisma migrations applied after the target deployment was created, newest first.
+async fn migrations_since_target(
+    ctx: &Ctx<'_>,
+    db: &execute::AppDb,
+    plan: &Plan,
+) -> StoreResult<Vec<String>> {
+    let Some(target) = ctx.store.deployment(&plan.target_deployment).await? else {
+        return Ok(Vec::new());
+    };
+    match crate::app_database::connect(db.url.expose()).await {
+        Ok(client) => {
+            match crate::app_database::applied_since(&client, target.created_at.as_millis()).await {
+                Ok(names) => Ok(names),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read _prisma_migrations; planning without a database step");
+                    Ok(Vec::new())
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "app database unreachable; planning without a database step");
+            Ok(Vec::new())
+        }
+    }
+}
+
 async fn drive_and_finish(ctx: &Ctx<'_>, id: &str) -> StoreResult<Value> {
-    let progress = execute::drive(ctx.store, ctx.vercel, ctx.clock, id, ctx.limits()).await?;
+    let deps = execute::Deps {
+        vercel: ctx.vercel,
+        app_db: ctx.app_db.as_ref(),
+    };
+    let progress = execute::drive_with(ctx.store, deps, ctx.clock, id, ctx.limits()).await?;
     let (status, error) = match &progress {
         Progress::Succeeded => ("succeeded", None),
         Progress::Failed(e) => ("failed", Some(e.clone())),
@@ -318,18 +361,16 @@ pub async fn housekeeping(ctx: &Ctx<'_>) -> StoreResult<Value> {
         let b = &view.body;
         let action = b["on_timeout"].as_str().unwrap_or("hold_and_escalate");
         let outcome = if action == "rollback" {
-            let plan = Plan {
-                environment: b["environment"].as_str().unwrap_or_default().into(),
-                incident_id: b["incident_id"].as_str().unwrap_or_default().into(),
-                from_deployment: b["from_deployment"].as_str().unwrap_or_default().into(),
-                target_deployment: b["target_deployment"].as_str().unwrap_or_default().into(),
-                requested_by: format!("timeout:{}", view.id),
-                reason: format!(
-                    "approval timed out; policy rolls back. {}",
-                    b["reason"].as_str().unwrap_or("")
-                ),
-                dry_run: ctx.vercel.is_none(),
-            };
+            let reason = format!(
+                "approval timed out; policy rolls back. {}",
+                b["reason"].as_str().unwrap_or("")
+            );
+            let plan = request::plan_of(
+                &view,
+                format!("timeout:{}", view.id),
+                Some(reason),
+                ctx.vercel.is_none(),
+            );
             run_rollback(ctx, &plan).await?
         } else {
             let msg = Message {

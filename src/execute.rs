@@ -31,6 +31,24 @@ pub struct Plan {
     pub reason: String,
     /// No Vercel token: record what would happen, call nothing.
     pub dry_run: bool,
+    /// Prisma migrations to roll back after the code, newest first.
+    pub migrations: Vec<String>,
+}
+
+/// How to reach the app's database for `database` steps.
+#[derive(Clone, Debug)]
+pub struct AppDb {
+    pub url: crate::secret::Secret,
+    pub migrations_dir: std::path::PathBuf,
+    pub down_file: String,
+    pub require_backup: bool,
+}
+
+/// What steps may call.
+#[derive(Clone, Copy, Default)]
+pub struct Deps<'a> {
+    pub vercel: Option<&'a dyn VercelApi>,
+    pub app_db: Option<&'a AppDb>,
 }
 
 /// Polling limits for Vercel's alias job.
@@ -85,12 +103,22 @@ pub async fn plan(
         requested_by: requested_by.into(),
         reason: reason.into(),
         dry_run,
+        migrations: Vec::new(),
     }))
 }
 
 /// The execution id for an incident (one execution per incident).
 pub fn execution_id(incident_id: &str) -> String {
     format!("exe_{incident_id}")
+}
+
+fn steps(p: &Plan) -> Value {
+    let step = |kind: &str| json!({"kind": kind, "status": "pending", "attempts": 0, "started_at": null, "finished_at": null, "detail": null});
+    let mut steps = vec![step("code")];
+    if !p.migrations.is_empty() {
+        steps.push(step("database"));
+    }
+    json!(steps)
 }
 
 /// Persists a plan. Returns the execution id and whether this call created it
@@ -108,7 +136,8 @@ pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(
             "environment": p.environment, "incident_id": p.incident_id, "from_deployment": p.from_deployment,
             "target_deployment": p.target_deployment, "requested_by": p.requested_by, "reason": p.reason,
             "dry_run": p.dry_run, "created_at": now.as_millis(),
-            "steps": [{"kind": "code", "status": "pending", "attempts": 0, "started_at": null, "finished_at": null, "detail": null}],
+            "migrations": p.migrations,
+            "steps": steps(p),
         }),
     };
     let created = store.put_doc(&doc, None).await? != DocWrite::Conflict;
@@ -126,7 +155,7 @@ pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(
     Ok((id, created))
 }
 
-async fn audit(
+pub(crate) async fn audit(
     store: &dyn Store,
     at: Timestamp,
     actor: &str,
@@ -148,7 +177,7 @@ async fn audit(
 
 /// Writes `doc` with a new status/body over `version`; a conflict means
 /// another writer got there first, which under the lease is a bug.
-async fn save(store: &dyn Store, doc: &mut Doc, now: Timestamp) -> StoreResult<()> {
+pub(crate) async fn save(store: &dyn Store, doc: &mut Doc, now: Timestamp) -> StoreResult<()> {
     doc.updated_at = now;
     match store.put_doc(doc, Some(doc.version)).await? {
         DocWrite::Written(v) => {
@@ -173,10 +202,31 @@ pub enum Progress {
     Busy,
 }
 
-/// Advances an execution as far as it can go now.
+/// Advances an execution as far as it can go now (code steps only; see [`drive_with`]).
 pub async fn drive(
     store: &dyn Store,
     vercel: Option<&dyn VercelApi>,
+    clock: &dyn Clock,
+    id: &str,
+    limits: Limits,
+) -> StoreResult<Progress> {
+    drive_with(
+        store,
+        Deps {
+            vercel,
+            app_db: None,
+        },
+        clock,
+        id,
+        limits,
+    )
+    .await
+}
+
+/// Advances an execution as far as it can go now.
+pub async fn drive_with(
+    store: &dyn Store,
+    deps: Deps<'_>,
     clock: &dyn Clock,
     id: &str,
     limits: Limits,
@@ -188,7 +238,7 @@ pub async fn drive(
         clock,
         &lease,
         ttl,
-        drive_locked(store, vercel, clock, id, limits),
+        drive_locked(store, deps, clock, id, limits),
     )
     .await?
     {
@@ -199,7 +249,7 @@ pub async fn drive(
 
 async fn drive_locked(
     store: &dyn Store,
-    vercel: Option<&dyn VercelApi>,
+    deps: Deps<'_>,
     clock: &dyn Clock,
     id: &str,
     limits: Limits,
@@ -226,7 +276,13 @@ async fn drive_locked(
         if doc.body["steps"][i]["status"] == "succeeded" {
             continue;
         }
-        match run_code_step(store, vercel, clock, &mut doc, i, limits).await? {
+        let outcome = match doc.body["steps"][i]["kind"].as_str() {
+            Some("database") => {
+                crate::execute_db::run(store, deps.app_db, clock, &mut doc, i).await?
+            }
+            _ => run_code_step(store, deps.vercel, clock, &mut doc, i, limits).await?,
+        };
+        match outcome {
             StepResult::Done => {}
             StepResult::Waiting => return Ok(Progress::InProgress),
             StepResult::Failed(e) => {
@@ -274,7 +330,7 @@ async fn drive_locked(
     Ok(Progress::Succeeded)
 }
 
-enum StepResult {
+pub(crate) enum StepResult {
     Done,
     Waiting,
     Failed(String),

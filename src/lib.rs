@@ -22,6 +22,7 @@
 //! - Only `error` decides HTTP status codes for module errors.
 
 pub mod app;
+pub mod app_database;
 pub mod approve;
 pub mod audit;
 pub mod clock;
@@ -33,9 +34,11 @@ pub mod duration;
 pub mod error;
 pub mod evaluate;
 pub mod execute;
+pub mod execute_db;
 pub mod http;
 pub mod intake;
 pub mod lease;
+pub mod migrations;
 pub mod notify;
 pub mod operator;
 pub mod policy;

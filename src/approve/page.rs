@@ -15,7 +15,6 @@ use crate::app::App;
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::error::ApiError;
-use crate::execute::Plan;
 use crate::http::{json_response, Request, Response};
 
 /// Escapes text for HTML element and attribute content.
@@ -236,16 +235,12 @@ pub async fn start_rollback(
 ) -> Result<Value, ApiError> {
     let config = app.config()?;
     let store = app.store().await?;
-    let b = &view.body;
-    let plan = Plan {
-        environment: b["environment"].as_str().unwrap_or_default().into(),
-        incident_id: b["incident_id"].as_str().unwrap_or_default().into(),
-        from_deployment: b["from_deployment"].as_str().unwrap_or_default().into(),
-        target_deployment: b["target_deployment"].as_str().unwrap_or_default().into(),
-        requested_by: format!("approval:{}", view.id),
-        reason: b["reason"].as_str().unwrap_or("approved rollback").into(),
-        dry_run: app.vercel().is_none(),
-    };
+    let plan = request::plan_of(
+        view,
+        format!("approval:{}", view.id),
+        None,
+        app.vercel().is_none(),
+    );
     let _ = now;
     let ctx = crate::decide::Ctx::new(
         app,

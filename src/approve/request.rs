@@ -300,3 +300,24 @@ pub async fn expire_due(store: &dyn Store, now: Timestamp) -> StoreResult<Vec<Ap
     }
     Ok(expired)
 }
+
+/// The rollback plan an approval request stands for.
+pub fn plan_of(
+    view: &ApprovalView,
+    requested_by: String,
+    reason: Option<String>,
+    dry_run: bool,
+) -> Plan {
+    let b = &view.body;
+    let field = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+    Plan {
+        environment: field("environment"),
+        incident_id: field("incident_id"),
+        from_deployment: field("from_deployment"),
+        target_deployment: field("target_deployment"),
+        requested_by,
+        reason: reason.unwrap_or_else(|| field("reason")),
+        dry_run,
+        migrations: Vec::new(),
+    }
+}

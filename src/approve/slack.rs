@@ -123,16 +123,12 @@ pub async fn actions(app: &App, req: Request) -> Result<Response, ApiError> {
         crate::http::base_url(config, &req),
     );
     ctx.wait_budget = Duration::from_millis(1500);
-    let b = &view.body;
-    let plan = crate::execute::Plan {
-        environment: b["environment"].as_str().unwrap_or_default().into(),
-        incident_id: b["incident_id"].as_str().unwrap_or_default().into(),
-        from_deployment: b["from_deployment"].as_str().unwrap_or_default().into(),
-        target_deployment: b["target_deployment"].as_str().unwrap_or_default().into(),
-        requested_by: format!("approval:{}", view.id),
-        reason: b["reason"].as_str().unwrap_or("approved in Slack").into(),
-        dry_run: app.vercel().is_none(),
-    };
+    let plan = request::plan_of(
+        &view,
+        format!("approval:{}", view.id),
+        None,
+        app.vercel().is_none(),
+    );
     let result = crate::decide::run_rollback(&ctx, &plan).await?;
     Ok(reply(&format!(
         "Approved. Rollback {}.",

@@ -20,6 +20,7 @@ use crate::audit::{AuditEntry, AuditRecord};
 use crate::clock::Timestamp;
 use crate::config::StoreConfig;
 pub use postgres::PostgresStore;
+pub(crate) use postgres::{client_config as postgres_config, tls as postgres_tls};
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use types::{Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow, MAX_PREFIX};

@@ -97,25 +97,8 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Builds a lazy pool; no connection is made until the first call.
-    /// For loopback hosts without an explicit `sslmode`, TLS is off (local
-    /// servers usually have no trusted certificate); elsewhere TLS is
-    /// preferred and verified against the Mozilla roots.
     pub fn connect(url: &str, schema: &str) -> StoreResult<Self> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Unavailable(format!("invalid DATABASE_URL: {e}"))
-        })?;
-        let loopback = cfg.get_hosts().iter().all(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => {
-                matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
-            }
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(_) => true,
-        });
-        if loopback && !url.contains("sslmode=") {
-            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-        }
-        cfg.connect_timeout(Duration::from_secs(5));
-        cfg.application_name("rollback-guard");
+        let cfg = client_config(url)?;
         let mgr = Manager::from_config(
             cfg,
             tls(),
@@ -135,7 +118,31 @@ impl PostgresStore {
             schema: schema.to_string(),
         })
     }
+}
 
+/// Parses a connection URL. For loopback hosts without an explicit `sslmode`
+/// TLS is off (local servers rarely have a trusted certificate); elsewhere
+/// TLS is preferred and verified against the Mozilla roots (see [`tls`]).
+pub(crate) fn client_config(url: &str) -> StoreResult<tokio_postgres::Config> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        StoreError::Unavailable(format!("invalid database URL: {e}"))
+    })?;
+    let loopback = cfg.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    if loopback && !url.contains("sslmode=") {
+        cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
+    cfg.connect_timeout(Duration::from_secs(5));
+    cfg.application_name("rollback-guard");
+    Ok(cfg)
+}
+
+impl PostgresStore {
     /// Drops the guard's schema and everything in it (tests, uninstall).
     pub async fn drop_schema(&self) -> StoreResult<()> {
         let c = self.client().await?;
@@ -201,7 +208,7 @@ impl Conn {
     }
 }
 
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+pub(crate) fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

@@ -39,6 +39,7 @@ fn plan(dry_run: bool) -> Plan {
         requested_by: "operator".into(),
         reason: "error rate 8% after deploy".into(),
         dry_run,
+        migrations: vec![],
     }
 }
 

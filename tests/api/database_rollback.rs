@@ -1,0 +1,317 @@
+//! Database rollback on a real Postgres with a real Prisma-style migrations
+//! folder (`tests/fixtures/prisma/migrations`): migrations are applied the
+//! way `prisma migrate deploy` does (history row, checksum, whole file in one
+//! simple query), then rolled back; `pg_dump --schema-only` must equal the
+//! schema before the migration.
+
+use std::time::Duration;
+
+use rollback_guard::app_database::{self, DbRollbackError, PRISMA_LOCK};
+use rollback_guard::migrations::{self, Migration};
+
+use super::helpers::{pg_url, unique};
+
+/// A scratch database, dropped at the end (even on panic).
+struct ScratchDb {
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    async fn new() -> Self {
+        let name = unique("rg_app");
+        let admin = app_database::connect(&pg_url()).await.unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&pg_url()).unwrap();
+        url.set_path(&format!("/{name}"));
+        Self {
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(admin) = app_database::connect(&pg_url()).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// What `prisma migrate deploy` does for one migration (db.md §1.2–1.3).
+async fn prisma_deploy(client: &tokio_postgres::Client, m: &Migration) {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS _prisma_migrations (
+                id VARCHAR(36) PRIMARY KEY NOT NULL, checksum VARCHAR(64) NOT NULL, finished_at TIMESTAMPTZ,
+                migration_name VARCHAR(255) NOT NULL, logs TEXT, rolled_back_at TIMESTAMPTZ,
+                started_at TIMESTAMPTZ NOT NULL DEFAULT now(), applied_steps_count INTEGER NOT NULL DEFAULT 0)",
+        )
+        .await
+        .unwrap();
+    let id = format!("{:032x}", rand::random::<u128>());
+    client
+        .execute(
+            "INSERT INTO _prisma_migrations (id, checksum, migration_name) VALUES ($1, $2, $3)",
+            &[&id, &m.checksum(), &m.name],
+        )
+        .await
+        .unwrap();
+    client.simple_query(&m.up_sql).await.unwrap();
+    client
+        .execute("UPDATE _prisma_migrations SET finished_at = now(), applied_steps_count = applied_steps_count + 1 WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+}
+
+fn schema_dump(url: &str) -> String {
+    let out = std::process::Command::new("pg_dump")
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--restrict-key=rollbackguard",
+            url,
+        ])
+        .output()
+        .expect("pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fixtures() -> Vec<Migration> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
+    migrations::read_dir(&dir, "down.sql").unwrap()
+}
+
+#[tokio::test]
+async fn up_then_down_restores_the_schema_exactly_and_records_prisma_history() {
+    let db = ScratchDb::new().await;
+    let mut client = app_database::connect(&db.url).await.unwrap();
+    let m = fixtures();
+    assert_eq!(
+        m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        [
+            "20261101000000_init",
+            "20261120000000_add_profile",
+            "20261124000000_add_name_index"
+        ]
+    );
+    prisma_deploy(&client, &m[0]).await;
+    let after_init = schema_dump(&db.url);
+    prisma_deploy(&client, &m[1]).await;
+    let after_profile = schema_dump(&db.url);
+    client
+        .batch_execute(r#"INSERT INTO "User" (email, name, bio) VALUES ('a@x.io', 'A', 'hi')"#)
+        .await
+        .unwrap();
+    prisma_deploy(&client, &m[2]).await;
+    assert_ne!(schema_dump(&db.url), after_profile);
+
+    // A non-destructive down needs no backup.
+    let receipt = app_database::roll_back(&mut client, &m[2], true, false, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(receipt["history_rows_marked"], 1);
+    assert_eq!(
+        schema_dump(&db.url),
+        after_profile,
+        "schema after down equals schema before up"
+    );
+
+    // A destructive down is refused without a verified backup, and nothing changes…
+    let err = app_database::roll_back(&mut client, &m[1], true, false, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DbRollbackError::DestructiveWithoutBackup { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("drops a table"), "{err}");
+    assert_eq!(schema_dump(&db.url), after_profile);
+    // …and allowed with one.
+    app_database::roll_back(&mut client, &m[1], true, true, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(schema_dump(&db.url), after_init);
+
+    // Prisma's view: both rows are rolled back (ignored by migrate), the first is still applied.
+    let rows = client.query("SELECT migration_name, rolled_back_at IS NOT NULL FROM _prisma_migrations ORDER BY migration_name", &[]).await.unwrap();
+    let state: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        state,
+        [
+            ("20261101000000_init".to_string(), false),
+            ("20261120000000_add_profile".into(), true),
+            ("20261124000000_add_name_index".into(), true)
+        ]
+    );
+    // Rolling back again is refused: it is no longer applied.
+    let err = app_database::roll_back(&mut client, &m[2], true, false, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbRollbackError::NotApplied(_)), "{err}");
+    assert_eq!(
+        app_database::applied_since(&client, 0).await.unwrap(),
+        ["20261101000000_init"]
+    );
+}
+
+#[tokio::test]
+async fn the_rollback_waits_for_prismas_lock_and_a_failing_down_changes_nothing() {
+    let db = ScratchDb::new().await;
+    let mut client = app_database::connect(&db.url).await.unwrap();
+    let m = fixtures();
+    prisma_deploy(&client, &m[0]).await;
+    prisma_deploy(&client, &m[2]).await;
+    let before = schema_dump(&db.url);
+
+    // A concurrent `prisma migrate deploy` holds the lock: the guard does not run.
+    let other = app_database::connect(&db.url).await.unwrap();
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&PRISMA_LOCK])
+        .await
+        .unwrap();
+    let err = app_database::roll_back(&mut client, &m[2], true, false, Duration::from_millis(600))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbRollbackError::LockBusy), "{err}");
+    assert_eq!(schema_dump(&db.url), before);
+    other
+        .execute("SELECT pg_advisory_unlock($1)", &[&PRISMA_LOCK])
+        .await
+        .unwrap();
+
+    // A down script that fails halfway leaves schema and history untouched.
+    let mut broken = m[2].clone();
+    broken.down_sql =
+        Some("DROP INDEX \"User_name_idx\"; ALTER TABLE \"Nope\" ADD COLUMN x int;".into());
+    let err = app_database::roll_back(&mut client, &broken, true, false, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbRollbackError::DownFailed(_)), "{err}");
+    assert_eq!(schema_dump(&db.url), before);
+    assert_eq!(
+        app_database::applied_since(&client, 0).await.unwrap().len(),
+        2
+    );
+    // The lock was released after the failure: the next rollback goes through.
+    app_database::roll_back(&mut client, &m[2], true, false, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_rollback_plan_undoes_code_then_the_migrations_since_the_target_and_resumes_safely() {
+    use rollback_guard::clock::SystemClock;
+    use rollback_guard::execute::{self, AppDb, Deps, Limits, Plan, Progress};
+    let db = ScratchDb::new().await;
+    let client = app_database::connect(&db.url).await.unwrap();
+    let m = fixtures();
+    prisma_deploy(&client, &m[0]).await;
+    let before = schema_dump(&db.url);
+    let since_ms = rollback_guard::clock::Clock::now(&SystemClock).as_millis();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    prisma_deploy(&client, &m[2]).await;
+    let t = super::helpers::TestStore::new(super::helpers::Backend::Sqlite).await;
+    let app_db = AppDb {
+        url: rollback_guard::secret::Secret::new(db.url.clone()),
+        migrations_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/prisma/migrations"),
+        down_file: "down.sql".into(),
+        require_backup: true,
+    };
+    let migrations = app_database::applied_since(&client, since_ms)
+        .await
+        .unwrap();
+    assert_eq!(migrations, ["20261124000000_add_name_index"]);
+    let plan = Plan {
+        environment: "production".into(),
+        incident_id: "inc_db".into(),
+        from_deployment: "dpl_bad".into(),
+        target_deployment: "dpl_good".into(),
+        requested_by: "operator".into(),
+        reason: "bad migration".into(),
+        dry_run: false,
+        migrations,
+    };
+    let (id, _) = execute::start(
+        t.store.as_ref(),
+        &plan,
+        rollback_guard::clock::Clock::now(&SystemClock),
+    )
+    .await
+    .unwrap();
+    // The code step needs Vercel: use the fake.
+    let fake = super::fake_vercel::start(super::fake_vercel::State::default()).await;
+    let vercel = rollback_guard::vercel_api::VercelClient::new(
+        super::fake_vercel::config(&fake.url),
+        rollback_guard::vercel_api::Retry::default(),
+    );
+    let deps = Deps {
+        vercel: Some(&vercel),
+        app_db: Some(&app_db),
+    };
+    let limits = Limits {
+        poll_every: Duration::from_millis(20),
+        ..Limits::default()
+    };
+    assert_eq!(
+        execute::drive_with(t.store.as_ref(), deps, &SystemClock, &id, limits)
+            .await
+            .unwrap(),
+        Progress::Succeeded
+    );
+    assert_eq!(schema_dump(&db.url), before);
+    let doc = t.store.get_doc("execution", &id).await.unwrap().unwrap();
+    let kinds: Vec<&str> = doc.body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["code", "database"], "code first, then the schema");
+
+    // A crash after the database commit but before the step was saved: re-running adopts it.
+    let mut doc = doc;
+    doc.status = "running".into();
+    doc.body["steps"][1]["status"] = json_value("running");
+    t.store.put_doc(&doc, Some(doc.version)).await.unwrap();
+    assert_eq!(
+        execute::drive_with(t.store.as_ref(), deps, &SystemClock, &id, limits)
+            .await
+            .unwrap(),
+        Progress::Succeeded
+    );
+    let doc = t.store.get_doc("execution", &id).await.unwrap().unwrap();
+    assert_eq!(
+        doc.body["steps"][1]["detail"]["rolled_back"][0]["already_rolled_back"],
+        true
+    );
+    assert_eq!(fake.state.lock().unwrap().accepted, 1);
+}
+
+fn json_value(s: &str) -> serde_json::Value {
+    serde_json::Value::String(s.into())
+}
