@@ -108,8 +108,6 @@ pub fn destructive(sql: &str) -> Vec<String> {
             Some("truncates a table")
         } else if stmt.starts_with("DELETE FROM") {
             Some("deletes rows")
-        } else if stmt.starts_with("ALTER TABLE") && stmt.contains(" DROP COLUMN ") {
-            Some("drops a column")
         } else if stmt.starts_with("ALTER TABLE")
             && stmt.contains(" DROP ")
             && !stmt.contains(" DROP CONSTRAINT ")
