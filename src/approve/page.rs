@@ -323,7 +323,7 @@ fn confirmation(token: &str, approver: &str, v: &ApprovalView) -> String {
         )
     };
     format!(
-        "<h1>Roll back {}?</h1><p>Signed in as <strong>{}</strong> through your personal link.</p>{}{}{}",
+        "<h1>Roll back {}?</h1><p>This link was issued to <strong>{}</strong> and works only for them.</p>{}{}{}",
         escape(v.body["environment"].as_str().unwrap_or("?")),
         escape(approver),
         facts(v),

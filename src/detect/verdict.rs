@@ -198,11 +198,15 @@ fn spike(e: &Evidence, rules: &Rules) -> Option<Finding> {
     Some(Finding {
         rule: "regression_vs_previous",
         level,
-        summary: format!(
-            "error rate {:.2}% vs {:.2}% on the previous deployment ({ratio:.1}x, p={p:.2e})",
-            r1 * 100.0,
-            r2 * 100.0
-        ),
+        summary: if k2 == 0 {
+            format!("error rate {:.2}% vs no errors in {n2} requests on the previous deployment (p={p:.2e})", r1 * 100.0)
+        } else {
+            format!(
+                "error rate {:.2}% vs {:.2}% on the previous deployment ({ratio:.1}x, p={p:.2e})",
+                r1 * 100.0,
+                r2 * 100.0
+            )
+        },
         evidence: json!({
             "current": {"requests": n1, "errors_5xx": k1, "rate": r1},
             "baseline": {"requests": n2, "errors_5xx": k2, "rate": r2},

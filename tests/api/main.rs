@@ -9,6 +9,7 @@ mod approval;
 mod database_rollback;
 mod deploy_layout;
 mod detection;
+mod e2e_browser;
 mod executor;
 mod fake_http;
 mod fake_vercel;
