@@ -26,6 +26,8 @@ pub struct Config {
     pub cron_secret: Option<Secret>,
     /// Bearer token for operator routes (`/api/rollback`, `/api/incidents`, dashboard).
     pub operator_token: Option<Secret>,
+    /// Base64 32-byte key sealing env-var snapshot values; without it values are only fingerprinted.
+    pub snapshot_key: Option<Secret>,
     /// The app's own database (the one Prisma migrates), for database rollback steps.
     pub app_database_url: Option<Secret>,
     /// Vercel REST API access; `None` puts the executor in dry-run mode.
@@ -217,6 +219,15 @@ impl Config {
         let cron_secret = r.secret("CRON_SECRET", 16);
         let operator_token = r.secret("OPERATOR_TOKEN", 16);
         let app_database_url = r.var("APP_DATABASE_URL").map(Secret::new);
+        let snapshot_key = r.secret("SNAPSHOT_ENCRYPTION_KEY", 40);
+        if let Some(k) = &snapshot_key {
+            if crate::config_snapshot::Sealer::from_base64(k).is_none() {
+                r.errors.push(ConfigError::new(
+                    "SNAPSHOT_ENCRYPTION_KEY",
+                    "must be 32 bytes, base64-encoded (e.g. openssl rand -base64 32)",
+                ));
+            }
+        }
         let vercel = read_vercel(&mut r);
         let signing_keys = read_signing_keys(&mut r);
         let public_base_url = r.url("PUBLIC_BASE_URL");
@@ -253,6 +264,7 @@ impl Config {
                 cron_secret,
                 operator_token,
                 app_database_url,
+                snapshot_key,
                 vercel,
                 signing_keys,
                 public_base_url,

@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     pub wait_budget: Duration,
     /// The app's database, when `APP_DATABASE_URL` is set.
     pub app_db: Option<execute::AppDb>,
+    /// Seals env-var snapshot values, when `SNAPSHOT_ENCRYPTION_KEY` is set.
+    pub sealer: Option<crate::config_snapshot::Sealer>,
 }
 
 impl<'a> Ctx<'a> {
@@ -56,6 +58,10 @@ impl<'a> Ctx<'a> {
             base_url,
             wait_budget: Duration::from_secs(20),
             app_db,
+            sealer: config
+                .snapshot_key
+                .as_ref()
+                .and_then(crate::config_snapshot::Sealer::from_base64),
         }
     }
 
@@ -99,6 +105,18 @@ fn reason(o: &Outcome) -> String {
 
 /// Acts on one environment's evaluation.
 pub async fn act_on(ctx: &Ctx<'_>, o: &Outcome) -> StoreResult<Option<Value>> {
+    // The env-var snapshot a later rollback to this deployment restores.
+    if let Some(api) = ctx.vercel {
+        crate::config_snapshot::take(
+            ctx.store,
+            api,
+            ctx.sealer.as_ref(),
+            &o.environment,
+            &o.deployment,
+            ctx.clock.now(),
+        )
+        .await?;
+    }
     let Some((incident_id, transition)) = &o.incident else {
         return Ok(None);
     };
@@ -278,6 +296,7 @@ async fn drive_and_finish(ctx: &Ctx<'_>, id: &str) -> StoreResult<Value> {
     let deps = execute::Deps {
         vercel: ctx.vercel,
         app_db: ctx.app_db.as_ref(),
+        sealer: ctx.sealer.as_ref(),
     };
     let progress = execute::drive_with(ctx.store, deps, ctx.clock, id, ctx.limits()).await?;
     let (status, error) = match &progress {

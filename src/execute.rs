@@ -49,6 +49,7 @@ pub struct AppDb {
 pub struct Deps<'a> {
     pub vercel: Option<&'a dyn VercelApi>,
     pub app_db: Option<&'a AppDb>,
+    pub sealer: Option<&'a crate::config_snapshot::Sealer>,
 }
 
 /// Polling limits for Vercel's alias job.
@@ -112,9 +113,14 @@ pub fn execution_id(incident_id: &str) -> String {
     format!("exe_{incident_id}")
 }
 
-fn steps(p: &Plan) -> Value {
+/// Code first (old code tolerates a newer schema far better than the
+/// reverse), then configuration (for the next deployment), then the schema.
+fn steps(p: &Plan, has_snapshot: bool) -> Value {
     let step = |kind: &str| json!({"kind": kind, "status": "pending", "attempts": 0, "started_at": null, "finished_at": null, "detail": null});
     let mut steps = vec![step("code")];
+    if has_snapshot {
+        steps.push(step("config"));
+    }
     if !p.migrations.is_empty() {
         steps.push(step("database"));
     }
@@ -125,6 +131,10 @@ fn steps(p: &Plan) -> Value {
 /// (`false`: an execution for the incident already exists and is reused).
 pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(String, bool)> {
     let id = execution_id(&p.incident_id);
+    let has_snapshot = store
+        .get_doc(crate::config_snapshot::SNAPSHOT_KIND, &p.target_deployment)
+        .await?
+        .is_some();
     let doc = Doc {
         kind: EXECUTION_KIND.into(),
         id: id.clone(),
@@ -137,7 +147,7 @@ pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(
             "target_deployment": p.target_deployment, "requested_by": p.requested_by, "reason": p.reason,
             "dry_run": p.dry_run, "created_at": now.as_millis(),
             "migrations": p.migrations,
-            "steps": steps(p),
+            "steps": steps(p, has_snapshot),
         }),
     };
     let created = store.put_doc(&doc, None).await? != DocWrite::Conflict;
@@ -215,6 +225,7 @@ pub async fn drive(
         Deps {
             vercel,
             app_db: None,
+            sealer: None,
         },
         clock,
         id,
@@ -280,6 +291,7 @@ async fn drive_locked(
             Some("database") => {
                 crate::execute_db::run(store, deps.app_db, clock, &mut doc, i).await?
             }
+            Some("config") => run_config_step(store, deps, clock, &mut doc, i).await?,
             _ => run_code_step(store, deps.vercel, clock, &mut doc, i, limits).await?,
         };
         match outcome {
@@ -328,6 +340,58 @@ async fn drive_locked(
     )
     .await?;
     Ok(Progress::Succeeded)
+}
+
+/// Restores the target deployment's env-var snapshot (see [`crate::config_snapshot`]).
+async fn run_config_step(
+    store: &dyn Store,
+    deps: Deps<'_>,
+    clock: &dyn Clock,
+    doc: &mut Doc,
+    i: usize,
+) -> StoreResult<StepResult> {
+    let target = doc.body["target_deployment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
+    doc.body["steps"][i]["status"] = json!("running");
+    doc.body["steps"][i]["started_at"] = json!(clock.now().as_millis());
+    save(store, doc, clock.now()).await?;
+    audit(
+        store,
+        clock.now(),
+        "executor",
+        "step_started",
+        &doc.id,
+        json!({"step": "config", "target_deployment": target, "dry_run": dry_run}),
+    )
+    .await?;
+    let result = match (dry_run, deps.vercel) {
+        (false, Some(api)) => {
+            crate::config_snapshot::restore(store, api, deps.sealer, &target).await
+        }
+        _ => Ok(json!({"dry_run": true, "would_restore_snapshot_of": target})),
+    };
+    let now = clock.now();
+    doc.body["steps"][i]["finished_at"] = json!(now.as_millis());
+    let (status, detail, out) = match result {
+        Ok(d) => ("succeeded", d, StepResult::Done),
+        Err(e) => ("failed", json!({"error": e}), StepResult::Failed(e)),
+    };
+    doc.body["steps"][i]["status"] = json!(status);
+    doc.body["steps"][i]["detail"] = detail.clone();
+    save(store, doc, now).await?;
+    audit(
+        store,
+        now,
+        "executor",
+        &format!("step_{status}"),
+        &doc.id,
+        json!({"step": "config", "detail": detail}),
+    )
+    .await?;
+    Ok(out)
 }
 
 pub(crate) enum StepResult {

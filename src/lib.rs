@@ -27,6 +27,7 @@ pub mod approve;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod config_snapshot;
 pub mod cron;
 pub mod decide;
 pub mod detect;

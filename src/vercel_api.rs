@@ -24,6 +24,19 @@ pub struct AliasRequest {
     pub kind: String,
 }
 
+/// A project environment variable (`GET /v10/projects/{id}/env`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvVar {
+    pub id: String,
+    pub key: String,
+    /// Decrypted value; `None` for `sensitive` variables, which the API never returns.
+    pub value: Option<String>,
+    /// `plain`, `encrypted`, `secret`, `sensitive`, `system`.
+    pub kind: String,
+    /// `production`, `preview`, `development`.
+    pub targets: Vec<String>,
+}
+
 /// A Vercel API failure.
 #[derive(Debug, thiserror::Error)]
 pub enum VercelError {
@@ -52,6 +65,18 @@ pub trait VercelApi: Send + Sync {
     ) -> Result<(), VercelError>;
     /// The project's most recent alias job, if any.
     async fn last_alias_request(&self) -> Result<Option<AliasRequest>, VercelError>;
+    /// Every project environment variable, decrypted where the API allows.
+    async fn list_env(&self) -> Result<Vec<EnvVar>, VercelError>;
+    /// Creates a variable (`POST /v10/projects/{id}/env?upsert=true`).
+    async fn create_env(
+        &self,
+        key: &str,
+        value: &str,
+        kind: &str,
+        targets: &[String],
+    ) -> Result<(), VercelError>;
+    /// Sets a variable's value (`PATCH /v9/projects/{id}/env/{envId}`).
+    async fn edit_env(&self, id: &str, value: &str) -> Result<(), VercelError>;
 }
 
 /// Retry settings.
@@ -251,6 +276,71 @@ impl VercelApi for VercelClient {
                 .to_string(),
         }))
     }
+
+    async fn list_env(&self) -> Result<Vec<EnvVar>, VercelError> {
+        let url = self.url(
+            &format!("/v10/projects/{}/env", self.cfg.project_id),
+            &[("decrypt", "true")],
+        )?;
+        let (_, body) = self.send(reqwest::Method::GET, url, None).await?;
+        let list = body
+            .get("envs")
+            .and_then(Value::as_array)
+            .ok_or_else(|| VercelError::Decode("envs".into()))?;
+        Ok(list.iter().filter_map(env_from).collect())
+    }
+
+    async fn create_env(
+        &self,
+        key: &str,
+        value: &str,
+        kind: &str,
+        targets: &[String],
+    ) -> Result<(), VercelError> {
+        let url = self.url(
+            &format!("/v10/projects/{}/env", self.cfg.project_id),
+            &[("upsert", "true")],
+        )?;
+        let body = serde_json::json!({"key": key, "value": value, "type": kind, "target": targets});
+        self.send(reqwest::Method::POST, url, Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn edit_env(&self, id: &str, value: &str) -> Result<(), VercelError> {
+        let url = self.url(
+            &format!("/v9/projects/{}/env/{id}", self.cfg.project_id),
+            &[],
+        )?;
+        self.send(
+            reqwest::Method::PATCH,
+            url,
+            Some(serde_json::json!({"value": value})),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn env_from(v: &Value) -> Option<EnvVar> {
+    Some(EnvVar {
+        id: v.get("id")?.as_str()?.to_string(),
+        key: v.get("key")?.as_str()?.to_string(),
+        value: v.get("value").and_then(Value::as_str).map(String::from),
+        kind: v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("encrypted")
+            .to_string(),
+        targets: match v.get("target") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect(),
+            Some(Value::String(t)) => vec![t.clone()],
+            _ => Vec::new(),
+        },
+    })
 }
 
 #[cfg(test)]

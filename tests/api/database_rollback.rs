@@ -272,6 +272,7 @@ async fn a_rollback_plan_undoes_code_then_the_migrations_since_the_target_and_re
     let deps = Deps {
         vercel: Some(&vercel),
         app_db: Some(&app_db),
+        sealer: None,
     };
     let limits = Limits {
         poll_every: Duration::from_millis(20),

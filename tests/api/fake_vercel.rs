@@ -24,6 +24,10 @@ pub struct State {
     /// Report the job as failed instead.
     pub job_fails: bool,
     pub project_gets: u32,
+    /// Project environment variables (`{id, key, value, type, target}`).
+    pub envs: Vec<serde_json::Value>,
+    /// Env writes received: (method, path, body).
+    pub env_writes: Vec<(String, String, serde_json::Value)>,
 }
 
 pub struct FakeVercel {
@@ -77,7 +81,14 @@ pub async fn start(state: State) -> FakeVercel {
                             let path = req.uri().path().to_string();
                             let query = req.uri().query().unwrap_or("").to_string();
                             let method = req.method().clone();
-                            let _ = req.into_body().collect().await;
+                            let raw = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let body: serde_json::Value =
+                                serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
                             if !authorized {
                                 return Ok::<_, std::convert::Infallible>(reply(
                                     403,
@@ -125,6 +136,57 @@ pub async fn start(state: State) -> FakeVercel {
                                     json!({"fromDeploymentId": "dpl_bad", "toDeploymentId": target, "jobStatus": "in-progress", "requestedAt": now, "type": "rollback"}),
                                 );
                                 return Ok(reply(201, serde_json::Value::Null, &[]));
+                            }
+                            if path == format!("/v10/projects/{PROJECT}/env")
+                                && method == hyper::Method::GET
+                            {
+                                // Sensitive values are write-only: the API never returns them.
+                                let envs: Vec<serde_json::Value> = s
+                                    .envs
+                                    .iter()
+                                    .map(|e| {
+                                        let mut e = e.clone();
+                                        if e["type"] == "sensitive" {
+                                            e.as_object_mut().unwrap().remove("value");
+                                        }
+                                        e
+                                    })
+                                    .collect();
+                                return Ok(reply(200, json!({"envs": envs}), &[]));
+                            }
+                            if path == format!("/v10/projects/{PROJECT}/env")
+                                && method == hyper::Method::POST
+                            {
+                                s.env_writes
+                                    .push(("POST".into(), path.clone(), body.clone()));
+                                let id = format!("env_new_{}", s.envs.len());
+                                s.envs.push(json!({"id": id, "key": body["key"], "value": body["value"], "type": body["type"], "target": body["target"]}));
+                                return Ok(reply(
+                                    201,
+                                    json!({"created": {"id": id}, "failed": []}),
+                                    &[],
+                                ));
+                            }
+                            if let (true, Some(id)) = (
+                                method == hyper::Method::PATCH,
+                                path.strip_prefix(&format!("/v9/projects/{PROJECT}/env/")),
+                            ) {
+                                s.env_writes
+                                    .push(("PATCH".into(), path.clone(), body.clone()));
+                                let id = id.to_string();
+                                return Ok(
+                                    match s.envs.iter_mut().find(|e| e["id"] == id.as_str()) {
+                                        Some(e) => {
+                                            e["value"] = body["value"].clone();
+                                            reply(200, e.clone(), &[])
+                                        }
+                                        None => reply(
+                                            404,
+                                            json!({"error": {"code": "not_found", "message": "env not found"}}),
+                                            &[],
+                                        ),
+                                    },
+                                );
                             }
                             if method == hyper::Method::GET
                                 && path == format!("/v9/projects/{PROJECT}")

@@ -6,6 +6,7 @@
 
 mod alertmanager;
 mod approval;
+mod config_rollback;
 mod database_rollback;
 mod deploy_layout;
 mod detection;

@@ -1,0 +1,174 @@
+//! Configuration rollback: the env-var snapshot taken while a deployment is
+//! current is restored through Vercel's env API when production rolls back
+//! to it. Values are sealed at rest only with `SNAPSHOT_ENCRYPTION_KEY`.
+
+use base64::Engine;
+use serde_json::json;
+
+use super::approval::{bad_deploy, cron, CRON};
+use super::fake_vercel::{self, State};
+use super::helpers::{json, Backend, TestApp};
+
+const OPERATOR: &str = "operator-token-0123456789";
+
+fn env(id: &str, key: &str, value: &str, kind: &str) -> serde_json::Value {
+    json!({"id": id, "key": key, "value": value, "type": kind, "target": ["production", "preview"]})
+}
+
+async fn scenario(key: Option<String>) -> (TestApp, fake_vercel::FakeVercel, serde_json::Value) {
+    let vercel = fake_vercel::start(State {
+        envs: vec![
+            env(
+                "env_1",
+                "DATABASE_URL",
+                "postgres://app:old-secret@db/app",
+                "encrypted",
+            ),
+            env("env_2", "FEATURE_CHECKOUT_V2", "false", "plain"),
+            env("env_3", "PAYMENT_KEY", "sk_live_old", "sensitive"),
+            env("env_4", "REMOVED_LATER", "keep-me", "plain"),
+        ],
+        ..State::default()
+    })
+    .await;
+    let mut vars = vec![
+        ("CRON_SECRET", CRON.to_string()),
+        ("OPERATOR_TOKEN", OPERATOR.to_string()),
+        ("VERCEL_TOKEN", fake_vercel::TOKEN.to_string()),
+        ("VERCEL_PROJECT_ID", fake_vercel::PROJECT.to_string()),
+        ("VERCEL_API_BASE", vercel.url.clone()),
+    ];
+    if let Some(k) = key {
+        vars.push(("SNAPSHOT_ENCRYPTION_KEY", k));
+    }
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(Backend::Postgres, &vars).await;
+    let s = app.store().clone();
+    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock).as_millis();
+    // dpl_good is current and healthy: the evaluate cron snapshots its configuration.
+    super::approval::deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
+    super::approval::traffic(
+        s.as_ref(),
+        "production",
+        "dpl_good",
+        now - 600_000,
+        now,
+        200.0,
+        0.0,
+    )
+    .await;
+    cron(&app, "/api/cron/evaluate").await;
+    let snap = s
+        .get_doc("env_snapshot", "dpl_good")
+        .await
+        .unwrap()
+        .expect("snapshot taken");
+    let snap_text = snap.body.to_string();
+    assert!(
+        !snap_text.contains("old-secret")
+            && !snap_text.contains("keep-me")
+            && !snap_text.contains("sk_live_old"),
+        "no plaintext at rest: {snap_text}"
+    );
+
+    // Then config drifts and a bad deployment ships.
+    {
+        let mut st = vercel.state.lock().unwrap();
+        st.envs[0]["value"] = json!("postgres://app:new-secret@db/app");
+        st.envs[1]["value"] = json!("true");
+        st.envs[2]["value"] = json!("sk_live_new");
+        st.envs.remove(3);
+        st.envs.push(env("env_5", "NEW_FLAG", "1", "plain"));
+    }
+    bad_deploy(s.as_ref(), "production", now - 6 * 60_000).await;
+    let res = app
+        .client
+        .post(app.url("/api/rollback"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"environment": "production"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = json(res).await;
+    (app, vercel, body)
+}
+
+#[tokio::test]
+async fn a_rollback_restores_sealed_values_and_reports_what_it_cannot() {
+    let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let (app, vercel, body) = scenario(Some(key)).await;
+    assert_eq!(body["rollback"]["status"], "succeeded", "{body}");
+    let exe = app
+        .store()
+        .get_doc(
+            "execution",
+            body["rollback"]["execution_id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let steps: Vec<&str> = exe.body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["code", "config"]);
+    let report = &exe.body["steps"][1]["detail"];
+    let mut restored: Vec<&str> = report["restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    restored.sort();
+    assert_eq!(
+        restored,
+        ["DATABASE_URL", "FEATURE_CHECKOUT_V2", "REMOVED_LATER"]
+    );
+    assert_eq!(report["needs_manual_restore"][0]["key"], "PAYMENT_KEY");
+    assert_eq!(report["added_since_not_removed"], json!(["NEW_FLAG"]));
+    {
+        let st = vercel.state.lock().unwrap();
+        let value = |k: &str| {
+            st.envs
+                .iter()
+                .find(|e| e["key"] == k)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            value("DATABASE_URL"),
+            Some(json!("postgres://app:old-secret@db/app"))
+        );
+        assert_eq!(value("FEATURE_CHECKOUT_V2"), Some(json!("false")));
+        assert_eq!(value("REMOVED_LATER"), Some(json!("keep-me")), "re-created");
+        assert_eq!(value("NEW_FLAG"), Some(json!("1")), "never deleted");
+    }
+    // Nothing secret leaked into the audit log.
+    let audit = app.store().audit_after(0, 1000).await.unwrap();
+    let text: String = audit.iter().map(|r| r.entry.detail.to_string()).collect();
+    assert!(!text.contains("old-secret") && !text.contains("new-secret"));
+}
+
+#[tokio::test]
+async fn without_a_key_drifted_values_are_listed_for_manual_restore() {
+    let (app, vercel, body) = scenario(None).await;
+    assert_eq!(body["rollback"]["status"], "succeeded", "{body}");
+    let exe = app
+        .store()
+        .get_doc(
+            "execution",
+            body["rollback"]["execution_id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let report = &exe.body["steps"][1]["detail"];
+    assert!(report["restored"].as_array().unwrap().is_empty());
+    assert_eq!(report["needs_manual_restore"].as_array().unwrap().len(), 4);
+    assert!(
+        vercel.state.lock().unwrap().env_writes.is_empty(),
+        "nothing written without values to write"
+    );
+}
