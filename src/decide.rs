@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::approve::request::{self, ApprovalView, ApproveError};
-use crate::audit::AuditEntry;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::detect::verdict::Level;
@@ -71,25 +70,6 @@ impl<'a> Ctx<'a> {
             ..Limits::default()
         }
     }
-}
-
-async fn audit(
-    store: &dyn Store,
-    ctx_now: crate::clock::Timestamp,
-    action: &str,
-    subject: &str,
-    detail: Value,
-) -> StoreResult<()> {
-    store
-        .append_audit(AuditEntry {
-            at: ctx_now,
-            actor: "decider".into(),
-            action: action.into(),
-            subject: subject.into(),
-            detail,
-        })
-        .await
-        .map(|_| ())
 }
 
 fn reason(o: &Outcome) -> String {
@@ -169,7 +149,7 @@ pub async fn act_on(ctx: &Ctx<'_>, o: &Outcome) -> StoreResult<Option<Value>> {
     )
     .await?
     else {
-        audit(ctx.store, now, "rollback_unavailable", incident_id, json!({"reason": "no earlier deployment is known to roll back to", "environment": o.environment})).await?;
+        crate::store::audit(ctx.store, now, "decider", "rollback_unavailable", incident_id, json!({"reason": "no earlier deployment is known to roll back to", "environment": o.environment})).await?;
         return Ok(Some(
             json!({"action": "none", "reason": "no rollback target"}),
         ));
@@ -181,9 +161,10 @@ pub async fn act_on(ctx: &Ctx<'_>, o: &Outcome) -> StoreResult<Option<Value>> {
         }
         ApprovalMode::Required => {
             if env.approvers.is_empty() {
-                audit(
+                crate::store::audit(
                     ctx.store,
                     now,
+                    "decider",
                     "approval_impossible",
                     incident_id,
                     json!({"reason": "no approvers configured", "environment": o.environment}),
@@ -216,9 +197,10 @@ pub async fn act_on(ctx: &Ctx<'_>, o: &Outcome) -> StoreResult<Option<Value>> {
                 )),
                 Err(ApproveError::Store(e)) => Err(e),
                 Err(e) => {
-                    audit(
+                    crate::store::audit(
                         ctx.store,
                         now,
+                        "decider",
                         "approval_impossible",
                         incident_id,
                         json!({"reason": e.to_string()}),
@@ -347,7 +329,7 @@ async fn finish(ctx: &Ctx<'_>, id: &str, progress: &Progress) -> StoreResult<Val
             (Progress::Succeeded, _) => "rollback_verification_failed",
             _ => "rollback_not_verified",
         };
-        audit(ctx.store, now, action, id, verification.clone()).await?;
+        crate::store::audit(ctx.store, now, "decider", action, id, verification.clone()).await?;
         let msg = Message {
             subject: match progress {
                 Progress::Succeeded => format!(

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::detect::incident::{transition, OpenIncident, Transition};
 use crate::detect::verdict::{evaluate, Evidence, FiringAlert, Level, Verdict};
@@ -160,9 +159,10 @@ async fn evaluate_environment(
     let evidence = gather(store, rules, env, current, now).await?;
     let verdict = evaluate(&evidence, rules);
     let verdict_value = verdict_json(&verdict);
-    audit(
+    crate::store::audit(
         store,
         now,
+        "cron:evaluate",
         "evaluation",
         &dep,
         json!({"environment": env, "baseline": current.previous_id, "verdict": verdict_value}),
@@ -174,9 +174,10 @@ async fn evaluate_environment(
         let lkg = store.last_known_good(env).await?;
         if lkg.as_ref().is_none_or(|d| d.id != dep) && store.deployment(&dep).await?.is_some() {
             store.set_last_known_good(env, &dep).await?;
-            audit(
+            crate::store::audit(
                 store,
                 now,
+                "cron:evaluate",
                 "last_known_good_set",
                 &dep,
                 json!({"environment": env, "replaces": lkg.map(|d| d.id)}),
@@ -190,25 +191,6 @@ async fn evaluate_environment(
         verdict,
         incident,
     })
-}
-
-async fn audit(
-    store: &dyn Store,
-    at: Timestamp,
-    action: &str,
-    subject: &str,
-    detail: Value,
-) -> StoreResult<()> {
-    store
-        .append_audit(AuditEntry {
-            at,
-            actor: "cron:evaluate".into(),
-            action: action.into(),
-            subject: subject.into(),
-            detail,
-        })
-        .await
-        .map(|_| ())
 }
 
 fn open_state(d: &Doc) -> OpenIncident {
@@ -306,7 +288,7 @@ async fn update_incident(
     match store.put_doc(&doc, expected).await? {
         DocWrite::Written(_) => {
             if action != "incident_updated" {
-                audit(store, now, action, &doc.id, json!({"deployment_id": dep, "environment": env, "level": doc.body["level"], "verdict": verdict_value})).await?;
+                crate::store::audit(store, now, "cron:evaluate", action, &doc.id, json!({"deployment_id": dep, "environment": env, "level": doc.body["level"], "verdict": verdict_value})).await?;
             }
             Ok(Some((doc.id, action)))
         }

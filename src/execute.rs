@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::audit::AuditEntry;
 use crate::clock::{Clock, Timestamp};
 use crate::lease::{run_exclusive, LeaseOutcome};
 use crate::registry;
@@ -152,7 +151,7 @@ pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(
     };
     let created = store.put_doc(&doc, None).await? != DocWrite::Conflict;
     if created {
-        audit(
+        crate::store::audit(
             store,
             now,
             &p.requested_by,
@@ -163,26 +162,6 @@ pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(
         .await?;
     }
     Ok((id, created))
-}
-
-pub(crate) async fn audit(
-    store: &dyn Store,
-    at: Timestamp,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    detail: Value,
-) -> StoreResult<()> {
-    store
-        .append_audit(AuditEntry {
-            at,
-            actor: actor.into(),
-            action: action.into(),
-            subject: subject.into(),
-            detail,
-        })
-        .await
-        .map(|_| ())
 }
 
 /// Writes `doc` with a new status/body over `version`; a conflict means
@@ -301,7 +280,7 @@ async fn drive_locked(
                 doc.status = "failed".into();
                 doc.body["error"] = json!(e);
                 save(store, &mut doc, clock.now()).await?;
-                audit(
+                crate::store::audit(
                     store,
                     clock.now(),
                     "executor",
@@ -330,7 +309,7 @@ async fn drive_locked(
     doc.status = "succeeded".into();
     doc.body["finished_at"] = json!(clock.now().as_millis());
     save(store, &mut doc, clock.now()).await?;
-    audit(
+    crate::store::audit(
         store,
         clock.now(),
         "executor",
@@ -355,16 +334,12 @@ async fn run_config_step(
         .unwrap_or_default()
         .to_string();
     let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
-    doc.body["steps"][i]["status"] = json!("running");
-    doc.body["steps"][i]["started_at"] = json!(clock.now().as_millis());
-    save(store, doc, clock.now()).await?;
-    audit(
+    begin_step(
         store,
-        clock.now(),
-        "executor",
-        "step_started",
-        &doc.id,
-        json!({"step": "config", "target_deployment": target, "dry_run": dry_run}),
+        clock,
+        doc,
+        i,
+        json!({"target_deployment": target, "dry_run": dry_run}),
     )
     .await?;
     let result = match (dry_run, deps.vercel) {
@@ -373,25 +348,7 @@ async fn run_config_step(
         }
         _ => Ok(json!({"dry_run": true, "would_restore_snapshot_of": target})),
     };
-    let now = clock.now();
-    doc.body["steps"][i]["finished_at"] = json!(now.as_millis());
-    let (status, detail, out) = match result {
-        Ok(d) => ("succeeded", d, StepResult::Done),
-        Err(e) => ("failed", json!({"error": e}), StepResult::Failed(e)),
-    };
-    doc.body["steps"][i]["status"] = json!(status);
-    doc.body["steps"][i]["detail"] = detail.clone();
-    save(store, doc, now).await?;
-    audit(
-        store,
-        now,
-        "executor",
-        &format!("step_{status}"),
-        &doc.id,
-        json!({"step": "config", "detail": detail}),
-    )
-    .await?;
-    Ok(out)
+    end_step(store, clock, doc, i, result).await
 }
 
 pub(crate) enum StepResult {
@@ -417,50 +374,19 @@ async fn run_code_step(
         .unwrap_or("rollback-guard")
         .to_string();
     let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
-    let now = clock.now();
-    // Persist "running" before touching Vercel.
-    let started_at = doc.body["steps"][i]["started_at"]
-        .as_i64()
-        .unwrap_or(now.as_millis());
-    doc.body["steps"][i]["status"] = json!("running");
-    doc.body["steps"][i]["started_at"] = json!(started_at);
-    doc.body["steps"][i]["attempts"] =
-        json!(doc.body["steps"][i]["attempts"].as_u64().unwrap_or(0) + 1);
-    save(store, doc, now).await?;
-    audit(
+    let started_at = begin_step(
         store,
-        now,
-        "executor",
-        "step_started",
-        &doc.id,
-        json!({"step": "code", "target_deployment": target, "dry_run": dry_run}),
+        clock,
+        doc,
+        i,
+        json!({"target_deployment": target, "dry_run": dry_run}),
     )
     .await?;
-
-    let finish = |doc: &mut Doc, status: &str, detail: Value| {
-        doc.body["steps"][i]["status"] = json!(status);
-        doc.body["steps"][i]["finished_at"] = json!(clock.now().as_millis());
-        doc.body["steps"][i]["detail"] = detail;
-    };
     let api = match (dry_run, vercel) {
         (false, Some(api)) => api,
         _ => {
-            finish(
-                doc,
-                "succeeded",
-                json!({"dry_run": true, "would_call": format!("POST /v9/projects/{{project}}/rollback/{target}")}),
-            );
-            save(store, doc, clock.now()).await?;
-            audit(
-                store,
-                clock.now(),
-                "executor",
-                "step_succeeded",
-                &doc.id,
-                json!({"step": "code", "dry_run": true}),
-            )
-            .await?;
-            return Ok(StepResult::Done);
+            let detail = json!({"dry_run": true, "would_call": format!("POST /v9/projects/{{project}}/rollback/{target}")});
+            return end_step(store, clock, doc, i, Ok(detail)).await;
         }
     };
     // Exactly once: a rollback to the target requested since this step first started
@@ -474,59 +400,53 @@ async fn run_code_step(
         Err(e) => return transient(store, doc, clock, i, limits, started_at, e.to_string()).await,
     };
     if in_flight.is_none() {
-        if let Err(e) = api.request_rollback(&target, &reason).await {
-            return match e {
-                crate::vercel_api::VercelError::Api {
-                    status,
-                    code,
-                    message,
-                } => {
-                    let err = format!("Vercel refused the rollback ({status} {code}): {message}");
-                    finish(doc, "failed", json!({"error": err}));
-                    save(store, doc, clock.now()).await?;
-                    Ok(StepResult::Failed(err))
-                }
-                other => {
-                    transient(store, doc, clock, i, limits, started_at, other.to_string()).await
-                }
-            };
+        match api.request_rollback(&target, &reason).await {
+            Ok(()) => {
+                crate::store::audit(
+                    store,
+                    clock.now(),
+                    "executor",
+                    "vercel_rollback_requested",
+                    &doc.id,
+                    json!({"target_deployment": target}),
+                )
+                .await?
+            }
+            Err(crate::vercel_api::VercelError::Api {
+                status,
+                code,
+                message,
+            }) => {
+                let err = format!("Vercel refused the rollback ({status} {code}): {message}");
+                return end_step(store, clock, doc, i, Err(err)).await;
+            }
+            Err(other) => {
+                return transient(store, doc, clock, i, limits, started_at, other.to_string()).await
+            }
         }
-        audit(
-            store,
-            clock.now(),
-            "executor",
-            "vercel_rollback_requested",
-            &doc.id,
-            json!({"target_deployment": target}),
-        )
-        .await?;
     }
     let waited_from = std::time::Instant::now();
     loop {
         match api.last_alias_request().await {
             Ok(Some(r)) if r.to_deployment == target && r.job_status == "succeeded" => {
-                finish(
-                    doc,
-                    "succeeded",
-                    json!({"job_status": r.job_status, "from_deployment": r.from_deployment}),
-                );
-                save(store, doc, clock.now()).await?;
-                audit(
+                return end_step(
                     store,
-                    clock.now(),
-                    "executor",
-                    "step_succeeded",
-                    &doc.id,
-                    json!({"step": "code", "target_deployment": target}),
+                    clock,
+                    doc,
+                    i,
+                    Ok(json!({"job_status": r.job_status, "from_deployment": r.from_deployment})),
                 )
-                .await?;
-                return Ok(StepResult::Done);
+                .await;
             }
             Ok(Some(r)) if r.to_deployment == target && r.job_status == "failed" => {
-                let err = "Vercel reported the rollback job as failed".to_string();
-                finish(doc, "failed", json!({"error": err, "job_status": "failed"}));
-                save(store, doc, clock.now()).await?;
-                return Ok(StepResult::Failed(err));
+                return end_step(
+                    store,
+                    clock,
+                    doc,
+                    i,
+                    Err("Vercel reported the rollback job as failed".into()),
+                )
+                .await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "polling Vercel failed; will retry"),
@@ -536,15 +456,67 @@ async fn run_code_step(
                 "Vercel did not finish the rollback within {}",
                 crate::duration::format(limits.step_timeout)
             );
-            finish(doc, "failed", json!({"error": err}));
-            save(store, doc, clock.now()).await?;
-            return Ok(StepResult::Failed(err));
+            return end_step(store, clock, doc, i, Err(err)).await;
         }
         if waited_from.elapsed() >= limits.wait_budget {
             return Ok(StepResult::Waiting);
         }
         tokio::time::sleep(limits.poll_every).await;
     }
+}
+
+/// Marks step `i` running (keeping the time it first started), counts the
+/// attempt, saves, and audits. Returns the first start time.
+pub(crate) async fn begin_step(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    doc: &mut Doc,
+    i: usize,
+    detail: Value,
+) -> StoreResult<i64> {
+    let now = clock.now();
+    let step = &mut doc.body["steps"][i];
+    let started_at = step["started_at"].as_i64().unwrap_or(now.as_millis());
+    step["status"] = json!("running");
+    step["started_at"] = json!(started_at);
+    step["attempts"] = json!(step["attempts"].as_u64().unwrap_or(0) + 1);
+    let kind = step["kind"].clone();
+    save(store, doc, now).await?;
+    let mut detail = detail;
+    detail["step"] = kind;
+    crate::store::audit(store, now, "executor", "step_started", &doc.id, detail).await?;
+    Ok(started_at)
+}
+
+/// Records step `i`'s outcome, saves, and audits it.
+pub(crate) async fn end_step(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    doc: &mut Doc,
+    i: usize,
+    result: Result<Value, String>,
+) -> StoreResult<StepResult> {
+    let now = clock.now();
+    let (status, detail, out) = match result {
+        Ok(d) => ("succeeded", d, StepResult::Done),
+        Err(e) => ("failed", json!({"error": e}), StepResult::Failed(e)),
+    };
+    let step = &mut doc.body["steps"][i];
+    step["status"] = json!(status);
+    step["finished_at"] = json!(now.as_millis());
+    step["detail"] = detail.clone();
+    let kind = step["kind"].clone();
+    save(store, doc, now).await?;
+    crate::store::audit(
+        store,
+        now,
+        "executor",
+        &format!("step_{status}"),
+        &doc.id,
+        json!({"step": kind, "detail": detail}),
+    )
+    .await?;
+    Ok(out)
 }
 
 /// A retryable failure: leave the step running for the next drive, unless it timed out.

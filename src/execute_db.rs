@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::app_database::{self, DbRollbackError};
 use crate::clock::Clock;
-use crate::execute::{audit, save, AppDb, StepResult};
+use crate::execute::{begin_step, end_step, AppDb, StepResult};
 use crate::store::{Doc, Store, StoreResult};
 
 /// Document kind of backup records; a verified pre-migration backup of
@@ -31,21 +31,14 @@ pub(crate) async fn run(
         })
         .unwrap_or_default();
     let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
-    doc.body["steps"][i]["status"] = json!("running");
-    if doc.body["steps"][i]["started_at"].is_null() {
-        doc.body["steps"][i]["started_at"] = json!(clock.now().as_millis());
-    }
-    save(store, doc, clock.now()).await?;
-    audit(
+    begin_step(
         store,
-        clock.now(),
-        "executor",
-        "step_started",
-        &doc.id,
-        json!({"step": "database", "migrations": names, "dry_run": dry_run}),
+        clock,
+        doc,
+        i,
+        json!({"migrations": names, "dry_run": dry_run}),
     )
     .await?;
-
     let result = match (dry_run, app_db) {
         (true, _) => Ok(json!({"dry_run": true, "would_roll_back": names})),
         (false, None) => {
@@ -53,31 +46,7 @@ pub(crate) async fn run(
         }
         (false, Some(db)) => roll_back_all(store, db, &names).await,
     };
-    let now = clock.now();
-    doc.body["steps"][i]["finished_at"] = json!(now.as_millis());
-    match result {
-        Ok(detail) => {
-            doc.body["steps"][i]["status"] = json!("succeeded");
-            doc.body["steps"][i]["detail"] = detail.clone();
-            save(store, doc, now).await?;
-            audit(
-                store,
-                now,
-                "executor",
-                "step_succeeded",
-                &doc.id,
-                json!({"step": "database", "detail": detail}),
-            )
-            .await?;
-            Ok(StepResult::Done)
-        }
-        Err(e) => {
-            doc.body["steps"][i]["status"] = json!("failed");
-            doc.body["steps"][i]["detail"] = json!({"error": e});
-            save(store, doc, now).await?;
-            Ok(StepResult::Failed(e))
-        }
-    }
+    end_step(store, clock, doc, i, result).await
 }
 
 async fn roll_back_all(store: &dyn Store, db: &AppDb, names: &[String]) -> Result<Value, String> {

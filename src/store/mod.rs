@@ -149,6 +149,25 @@ pub trait Store: Send + Sync {
     async fn last_known_good(&self, environment: &str) -> StoreResult<Option<Deployment>>;
 }
 
+/// Appends one audit record: the common case of [`Store::append_audit`].
+pub async fn audit(
+    store: &dyn Store,
+    at: Timestamp,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> StoreResult<()> {
+    let entry = AuditEntry {
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        subject: subject.into(),
+        detail,
+    };
+    store.append_audit(entry).await.map(|_| ())
+}
+
 /// Connects to the configured backend. Does not migrate; callers do that once.
 pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     Ok(match cfg {
