@@ -37,6 +37,7 @@ pub mod evaluate;
 pub mod execute;
 pub mod execute_db;
 pub mod http;
+pub mod incidents;
 pub mod intake;
 pub mod lease;
 pub mod migrations;

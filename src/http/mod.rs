@@ -77,6 +77,10 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
         Route::CronProbe => crate::cron::probe(app).await,
         Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
         Route::SlackActions => crate::approve::slack::actions(app, req).await,
+        Route::Incidents => {
+            auth::require_bearer(&req, config.operator_token.as_ref(), "OPERATOR_TOKEN")?;
+            crate::incidents::get(app, &req).await
+        }
         Route::Rollback => {
             auth::require_bearer(&req, config.operator_token.as_ref(), "OPERATOR_TOKEN")?;
             crate::operator::rollback(app, req).await

@@ -17,6 +17,7 @@ mod fake_vercel;
 mod functions;
 mod health;
 mod helpers;
+mod incidents_api;
 mod intake;
 mod lease;
 mod operator_and_slack;
