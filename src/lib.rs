@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod config_snapshot;
 pub mod cron;
+pub mod dashboard;
 pub mod decide;
 pub mod detect;
 pub mod duration;

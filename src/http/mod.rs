@@ -77,6 +77,8 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
         Route::CronProbe => crate::cron::probe(app).await,
         Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
         Route::SlackActions => crate::approve::slack::actions(app, req).await,
+        Route::Dashboard if req.method() == Method::POST => crate::dashboard::post(app, &req).await,
+        Route::Dashboard => crate::dashboard::get(app, &req).await,
         Route::Incidents => {
             auth::require_bearer(&req, config.operator_token.as_ref(), "OPERATOR_TOKEN")?;
             crate::incidents::get(app, &req).await

@@ -68,7 +68,8 @@ impl Route {
     /// Methods the route accepts, for `405` answers.
     pub fn allowed(self) -> &'static str {
         match self {
-            Route::Health | Route::Incidents | Route::Dashboard => "GET, HEAD",
+            Route::Health | Route::Incidents => "GET, HEAD",
+            Route::Dashboard => "GET, HEAD, POST",
             Route::CronProbe | Route::CronEvaluate | Route::CronBackups => "GET",
             Route::Approve | Route::Alerts => "GET, POST",
             Route::SlackActions | Route::Rollback => "POST",

@@ -6,7 +6,9 @@
 
 mod alertmanager;
 mod approval;
+mod browser;
 mod config_rollback;
+mod dashboard;
 mod database_rollback;
 mod deploy_layout;
 mod detection;

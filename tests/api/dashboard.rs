@@ -1,0 +1,127 @@
+//! The operator dashboard: sign-in with the operator token (cookie), the
+//! page's content, and a real render in headless Chromium with a screenshot
+//! written to `target/e2e/dashboard.png`.
+
+use serde_json::json;
+
+use super::approval::{bad_deploy, cron, CRON};
+use super::browser::Browser;
+use super::helpers::{Backend, TestApp};
+
+const OPERATOR: &str = "operator-token-0123456789";
+
+async fn app_with_history() -> TestApp {
+    let app = TestApp::spawn(
+        Backend::Postgres,
+        &[
+            ("CRON_SECRET", CRON),
+            ("OPERATOR_TOKEN", OPERATOR),
+            (
+                "ROLLBACK_GUARD_POLICY_TOML",
+                "[environments.production]\napproval = \"auto\"\n",
+            ),
+        ],
+    )
+    .await;
+    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock).as_millis();
+    bad_deploy(app.store().as_ref(), "production", now - 6 * 60_000).await;
+    cron(&app, "/api/cron/evaluate").await;
+    app
+}
+
+#[tokio::test]
+async fn the_dashboard_needs_the_operator_token_and_shows_the_history() {
+    let app = app_with_history().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects
+        .get(app.url("/api/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.text().await.unwrap().contains("Operator token"));
+    let res = no_redirects
+        .post(app.url("/api/dashboard"))
+        .form(&[("token", "wrong-token-0123456789")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = no_redirects
+        .post(app.url("/api/dashboard"))
+        .form(&[("token", OPERATOR)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let res = no_redirects
+        .get(app.url("/api/dashboard"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    for want in [
+        "Incidents",
+        "critical",
+        "dpl_bad",
+        "dpl_good",
+        "last known good",
+        "<svg",
+        "Error rate, last 60 min",
+        "verified",
+        "rollback_succeeded",
+        "(dry run)",
+    ] {
+        assert!(page.contains(want), "dashboard lacks {want:?}");
+    }
+    // Bearer works for API clients too.
+    let res = app
+        .client
+        .get(app.url("/api/dashboard"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = json!(null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_in_a_real_browser() {
+    let app = app_with_history().await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/api/dashboard")).await;
+    browser.type_into("input[name=token]", OPERATOR).await;
+    browser.click("button").await;
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = browser.source().await;
+        if page.contains("Audit trail") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        page.contains("Audit trail") && page.contains("<svg"),
+        "{page}"
+    );
+    let png = browser.screenshot().await;
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Width and height from the IHDR chunk: the window is 1000 px wide.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    assert!(width >= 900, "screenshot width {width}");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("dashboard.png"), &png).unwrap();
+}
