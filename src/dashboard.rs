@@ -257,7 +257,7 @@ pub fn chart(title: &str, points: &[Option<f64>], floor: f64) -> String {
     let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
     let y = |v: f64| hgt - pad - (hgt - pad - top) * v / max;
     let (mut lines, mut dots, mut seg) = (String::new(), String::new(), String::new());
-    let mut flush = |seg: &mut String, lines: &mut String| {
+    let flush = |seg: &mut String, lines: &mut String| {
         if !seg.is_empty() {
             let _ = write!(
                 lines,
@@ -307,25 +307,6 @@ pub fn chart(title: &str, points: &[Option<f64>], floor: f64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::chart;
-
-    #[test]
-    fn charts_break_lines_at_gaps_and_mark_lone_points() {
-        let svg = chart("t", &[Some(1.0), Some(2.0), None, Some(3.0), None], 5.0);
-        assert_eq!(svg.matches("<path").count(), 2, "{svg}");
-        assert_eq!(svg.matches("<circle").count(), 3);
-        assert!(!svg.contains("no data"));
-        assert!(chart("t", &[None, None], 5.0).contains("no data"));
-    }
-
-    #[test]
-    fn titles_are_escaped() {
-        assert!(chart("<script>", &[Some(1.0)], 1.0).contains("&lt;script&gt;"));
-    }
-}
-
 async fn audit_tail(
     store: &dyn Store,
     n: usize,
@@ -344,4 +325,23 @@ async fn audit_tail(
     };
     let tail = all.split_off(all.len().saturating_sub(n));
     Ok((tail, chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chart;
+
+    #[test]
+    fn charts_break_lines_at_gaps_and_mark_lone_points() {
+        let svg = chart("t", &[Some(1.0), Some(2.0), None, Some(3.0), None], 5.0);
+        assert_eq!(svg.matches("<path").count(), 2, "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 3);
+        assert!(!svg.contains("no data"));
+        assert!(chart("t", &[None, None], 5.0).contains("no data"));
+    }
+
+    #[test]
+    fn titles_are_escaped() {
+        assert!(chart("<script>", &[Some(1.0)], 1.0).contains("&lt;script&gt;"));
+    }
 }

@@ -68,7 +68,7 @@ async fn every_function_binary_starts_and_answers_its_route() {
         ),
         (
             env!("CARGO_BIN_EXE_dashboard"),
-            "POST",
+            "PUT",
             "/api/dashboard",
             405,
         ),
