@@ -3,12 +3,16 @@
 //! - `rollback-guard serve [--host 127.0.0.1] [--port 3000]`: every route on one port.
 //! - `rollback-guard check-config`: validates the environment and the policy file.
 //! - `rollback-guard migrate`: creates or upgrades the store schema.
+//! - `rollback-guard status | incidents | rollback | approve`: operate a running guard
+//!   (`--url` / `$ROLLBACK_GUARD_URL`, `$OPERATOR_TOKEN`); changes need `--yes`.
+//! - `rollback-guard migrations check`: every Prisma migration has a down script.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use rollback_guard::app::App;
+use rollback_guard::cli;
 use rollback_guard::config::Config;
 
 #[derive(Parser)]
@@ -41,6 +45,69 @@ enum Command {
     },
     /// Create or upgrade the guard's schema in the configured store.
     Migrate,
+    /// Health and open incidents of a running guard.
+    Status(Remote),
+    /// Incidents of a running guard (one in full with --id).
+    Incidents {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        id: Option<String>,
+        /// open or resolved
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Roll an environment back now: shows the plan, acts only with --yes.
+    Rollback {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, default_value = "production")]
+        environment: String,
+        /// Deployment to roll back to (default: last known good).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Approve (or --reject) from an approval link or token: shows it, acts only with --yes.
+    Approve {
+        #[command(flatten)]
+        remote: Remote,
+        link_or_token: String,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Check the Prisma migrations folder.
+    Migrations {
+        #[command(subcommand)]
+        command: MigrationsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrationsCommand {
+    /// Every migration has a down script; destructive downs are flagged.
+    Check {
+        /// Default: the policy's database.migrations_dir.
+        #[arg(long)]
+        dir: Option<String>,
+    },
+}
+
+/// Where the running guard is.
+#[derive(clap::Args)]
+struct Remote {
+    /// Base URL of the guard.
+    #[arg(
+        long,
+        env = "ROLLBACK_GUARD_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    url: String,
 }
 
 #[tokio::main]
@@ -50,7 +117,66 @@ async fn main() -> ExitCode {
         Command::Serve { host, port } => serve(&host, port).await,
         Command::CheckConfig { policy } => check_config(policy),
         Command::Migrate => migrate().await,
+        Command::Status(r) => print(cli::status(&guard(&r)).await),
+        Command::Incidents { remote, id, status } => {
+            print(cli::incidents(&guard(&remote), id.as_deref(), status.as_deref()).await)
+        }
+        Command::Rollback {
+            remote,
+            environment,
+            target,
+            reason,
+            yes,
+        } => print(
+            cli::rollback(
+                &guard(&remote),
+                &environment,
+                target.as_deref(),
+                reason.as_deref(),
+                yes,
+            )
+            .await,
+        ),
+        Command::Approve {
+            remote,
+            link_or_token,
+            reject,
+            yes,
+        } => print(cli::approve(&guard(&remote), &link_or_token, reject, yes).await),
+        Command::Migrations {
+            command: MigrationsCommand::Check { dir },
+        } => {
+            let policy = Config::from_env()
+                .map(|c| c.policy.database)
+                .unwrap_or_default();
+            let dir = dir.unwrap_or(policy.migrations_dir);
+            print(cli::migrations_check(
+                std::path::Path::new(&dir),
+                &policy.down_file,
+            ))
+        }
     }
+}
+
+fn guard(r: &Remote) -> cli::Guard {
+    cli::Guard::new(
+        &r.url,
+        std::env::var("OPERATOR_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    )
+}
+
+fn print(out: cli::Output) -> ExitCode {
+    if out.code == 0 {
+        print!("{}", out.text);
+    } else {
+        eprint!("{}", out.text);
+        if !out.text.ends_with('\n') {
+            eprintln!();
+        }
+    }
+    ExitCode::from(out.code)
 }
 
 async fn serve(host: &str, port: u16) -> ExitCode {

@@ -7,6 +7,7 @@
 mod alertmanager;
 mod approval;
 mod browser;
+mod cli;
 mod config_rollback;
 mod dashboard;
 mod database_rollback;

@@ -1,0 +1,155 @@
+//! The `rollback-guard` CLI, run as a process against the real server.
+
+use rollback_guard::approve::token::{mint, Claims};
+
+use super::approval::{bad_deploy, cron, CRON, KEYS};
+use super::helpers::{Backend, TestApp};
+
+const OPERATOR: &str = "operator-token-0123456789";
+
+async fn run(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROLLBACK_GUARD_URL", app.url(""))
+        .env("OPERATOR_TOKEN", OPERATOR)
+        .env("ROLLBACK_GUARD_POLICY_TOML", "")
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_the_cli() {
+    let policy = "[environments.production]\napprovers = [\"alice@example.com\"]\n";
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("CRON_SECRET", CRON),
+            ("OPERATOR_TOKEN", OPERATOR),
+            ("APPROVAL_SIGNING_KEYS", KEYS),
+            ("ROLLBACK_GUARD_POLICY_TOML", policy),
+        ],
+    )
+    .await;
+    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock);
+    bad_deploy(
+        app.store().as_ref(),
+        "production",
+        now.as_millis() - 6 * 60_000,
+    )
+    .await;
+    cron(&app, "/api/cron/evaluate").await;
+
+    let (code, out, err) = run(&app, &["status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("incidents 1 open") && out.contains("critical") && out.contains("dpl_bad"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(&app, &["incidents", "--status", "open"]).await;
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let incident = list["incidents"][0]["id"].as_str().unwrap().to_string();
+
+    // Approve via the approver's token: first shown, then recorded with --yes.
+    let apr = format!("apr_{incident}");
+    let keys = super::helpers::config(&[("APPROVAL_SIGNING_KEYS", KEYS)]).signing_keys;
+    let token = mint(
+        &keys[0],
+        &Claims::new(
+            &apr,
+            &incident,
+            "rollback",
+            "alice@example.com",
+            "dpl_good",
+            now,
+            600,
+            rand::random(),
+        ),
+    );
+    let link = app.url(&format!("/api/approve?token={token}"));
+    let (code, out, _) = run(&app, &["approve", &link]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("for alice@example.com") && out.contains("nothing recorded"),
+        "{out}"
+    );
+    assert_eq!(
+        app.store()
+            .get_doc("approval", &apr)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "pending"
+    );
+    let (code, out, err) = run(&app, &["approve", &token, "--yes"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("request is now approved") && out.contains("rollback: succeeded"),
+        "{out}"
+    );
+    let (code, _, err) = run(&app, &["approve", &token, "--yes"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("409 already_decided"), "{err}");
+
+    // Operator rollback: preview without --yes, action with it.
+    let (code, out, _) = run(&app, &["rollback", "--environment", "production"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("from dpl_bad to dpl_good") && out.contains("nothing done"),
+        "{out}"
+    );
+    let (code, out, err) = run(
+        &app,
+        &[
+            "rollback",
+            "--environment",
+            "production",
+            "--reason",
+            "cli test",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(": succeeded"), "{out}");
+    let (code, _, err) = run(&app, &["rollback", "--environment", "nowhere"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("409 no_rollback_target"), "{err}");
+}
+
+#[tokio::test]
+async fn migrations_check_flags_destructive_downs_and_fails_on_missing_ones() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/prisma/migrations"
+    );
+    let out = rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql");
+    assert_eq!(out.code, 0, "{}", out.text);
+    assert!(
+        out.text.contains("DESTRUCTIVE 20261101000000_init"),
+        "{}",
+        out.text
+    );
+    assert!(out.text.contains("ok        20261124000000_add_name_index"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("20261201000000_x")).unwrap();
+    std::fs::write(
+        dir.path().join("20261201000000_x/migration.sql"),
+        "CREATE TABLE t (id int);",
+    )
+    .unwrap();
+    let out = rollback_guard::cli::migrations_check(dir.path(), "down.sql");
+    assert_eq!(out.code, 1);
+    assert!(out.text.contains("MISSING   20261201000000_x"));
+}
