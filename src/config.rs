@@ -28,6 +28,8 @@ pub struct Config {
     pub operator_token: Option<Secret>,
     /// Base64 32-byte key sealing env-var snapshot values; without it values are only fingerprinted.
     pub snapshot_key: Option<Secret>,
+    /// Backup provider access.
+    pub backups: BackupAccess,
     /// The app's own database (the one Prisma migrates), for database rollback steps.
     pub app_database_url: Option<Secret>,
     /// Vercel REST API access; `None` puts the executor in dry-run mode.
@@ -81,6 +83,17 @@ impl StoreConfig {
             StoreConfig::Sqlite { path } => path.display().to_string(),
         }
     }
+}
+
+/// Backup provider credentials and locations.
+#[derive(Clone, Debug)]
+pub struct BackupAccess {
+    /// Directory of `pg_dump` files (provider `pg_dump`).
+    pub dir: Option<PathBuf>,
+    pub neon_api_key: Option<Secret>,
+    pub neon_project_id: Option<String>,
+    /// Default `https://console.neon.tech/api/v2`.
+    pub neon_api_base: String,
 }
 
 /// Vercel REST API credentials.
@@ -219,6 +232,15 @@ impl Config {
         let cron_secret = r.secret("CRON_SECRET", 16);
         let operator_token = r.secret("OPERATOR_TOKEN", 16);
         let app_database_url = r.var("APP_DATABASE_URL").map(Secret::new);
+        let backups = BackupAccess {
+            dir: r.var("BACKUP_DIR").map(PathBuf::from),
+            neon_api_key: r.secret("NEON_API_KEY", 8),
+            neon_project_id: r.var("NEON_PROJECT_ID"),
+            neon_api_base: r.url("NEON_API_BASE").map_or_else(
+                || "https://console.neon.tech/api/v2".to_string(),
+                |u| u.as_str().trim_end_matches('/').to_string(),
+            ),
+        };
         let snapshot_key = r.secret("SNAPSHOT_ENCRYPTION_KEY", 40);
         if let Some(k) = &snapshot_key {
             if crate::config_snapshot::Sealer::from_base64(k).is_none() {
@@ -264,6 +286,7 @@ impl Config {
                 cron_secret,
                 operator_token,
                 app_database_url,
+                backups,
                 snapshot_key,
                 vercel,
                 signing_keys,

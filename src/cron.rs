@@ -113,3 +113,25 @@ pub async fn evaluate(app: &App, req: &crate::http::Request) -> Result<Response,
     )
     .await
 }
+
+/// `GET /api/cron/backups`.
+pub async fn backups(app: &App) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let now = app.clock().now();
+    run(
+        app,
+        "backups",
+        Duration::from_secs(280),
+        |store| async move {
+            Ok(crate::backup::job::run(
+                store.as_ref(),
+                config,
+                app.http_client(),
+                app.notifier(),
+                now,
+            )
+            .await?)
+        },
+    )
+    .await
+}

@@ -25,6 +25,7 @@ pub mod app;
 pub mod app_database;
 pub mod approve;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

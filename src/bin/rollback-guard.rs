@@ -81,10 +81,31 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Take or verify pg_dump backups of the app's database (APP_DATABASE_URL, BACKUP_DIR).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Check the Prisma migrations folder.
     Migrations {
         #[command(subcommand)]
         command: MigrationsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Dump the app's database now.
+    Create {
+        /// Label it as the backup taken before this migration.
+        #[arg(long)]
+        pre_migration: Option<String>,
+    },
+    /// Restore a dump into a scratch database, check it, record a receipt.
+    Verify {
+        /// The dump; default: the newest file in BACKUP_DIR.
+        #[arg(long)]
+        file: Option<String>,
     },
 }
 
@@ -143,6 +164,7 @@ async fn main() -> ExitCode {
             reject,
             yes,
         } => print(cli::approve(&guard(&remote), &link_or_token, reject, yes).await),
+        Command::Backup { command } => backup(command).await,
         Command::Migrations {
             command: MigrationsCommand::Check { dir },
         } => {
@@ -156,6 +178,72 @@ async fn main() -> ExitCode {
             ))
         }
     }
+}
+
+async fn backup(command: BackupCommand) -> ExitCode {
+    let app = App::from_env();
+    let (Ok(config), Ok(store)) = (app.config(), app.store().await) else {
+        eprintln!("configuration or store unavailable; run `rollback-guard check-config`");
+        return ExitCode::from(2);
+    };
+    let (Some(url), Some(dir)) = (
+        config.app_database_url.as_ref(),
+        config.backups.dir.as_ref(),
+    ) else {
+        eprintln!("APP_DATABASE_URL and BACKUP_DIR must be set");
+        return ExitCode::from(2);
+    };
+    let now = app.clock().now();
+    let result = match command {
+        BackupCommand::Create { pre_migration } => {
+            let label =
+                pre_migration.map_or_else(|| "full".to_string(), |m| format!("pre-migration/{m}"));
+            rollback_guard::backup::local::create(store.as_ref(), url.expose(), dir, &label, now)
+                .await
+                .map(|p| format!("backup written to {}", p.display()))
+        }
+        BackupCommand::Verify { file } => {
+            let file = match file {
+                Some(f) => std::path::PathBuf::from(f),
+                None => match newest_dump(dir) {
+                    Some(f) => f,
+                    None => {
+                        eprintln!("no dump in {}", dir.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            rollback_guard::backup::local::verify(store.as_ref(), url.expose(), &file, now)
+                .await
+                .map(|r| {
+                    format!(
+                        "verified {}\n{}",
+                        file.display(),
+                        serde_json::to_string_pretty(&r).unwrap_or_default()
+                    )
+                })
+        }
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn newest_dump(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dump"))
+        .collect();
+    files.sort();
+    files.pop()
 }
 
 fn guard(r: &Remote) -> cli::Guard {

@@ -76,6 +76,7 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
     match route {
         Route::CronProbe => crate::cron::probe(app).await,
         Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
+        Route::CronBackups => crate::cron::backups(app).await,
         Route::SlackActions => crate::approve::slack::actions(app, req).await,
         Route::Dashboard if req.method() == Method::POST => crate::dashboard::post(app, &req).await,
         Route::Dashboard => crate::dashboard::get(app, &req).await,

@@ -12,13 +12,13 @@ use rollback_guard::migrations::{self, Migration};
 use super::helpers::{pg_url, unique};
 
 /// A scratch database, dropped at the end (even on panic).
-struct ScratchDb {
+pub struct ScratchDb {
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl ScratchDb {
-    async fn new() -> Self {
+    pub async fn new() -> Self {
         let name = unique("rg_app");
         let admin = app_database::connect(&pg_url()).await.unwrap();
         admin
@@ -55,7 +55,7 @@ impl Drop for ScratchDb {
 }
 
 /// What `prisma migrate deploy` does for one migration (db.md §1.2–1.3).
-async fn prisma_deploy(client: &tokio_postgres::Client, m: &Migration) {
+pub async fn prisma_deploy(client: &tokio_postgres::Client, m: &Migration) {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS _prisma_migrations (
@@ -99,7 +99,7 @@ fn schema_dump(url: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn fixtures() -> Vec<Migration> {
+pub fn fixtures() -> Vec<Migration> {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
     migrations::read_dir(&dir, "down.sql").unwrap()

@@ -6,6 +6,7 @@
 
 mod alertmanager;
 mod approval;
+mod backups;
 mod browser;
 mod cli;
 mod config_rollback;
