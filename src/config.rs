@@ -94,6 +94,13 @@ pub struct BackupAccess {
     pub neon_project_id: Option<String>,
     /// Default `https://console.neon.tech/api/v2`.
     pub neon_api_base: String,
+    /// S3-compatible endpoint, e.g. `https://s3.us-east-1.amazonaws.com`.
+    pub s3_endpoint: Option<url::Url>,
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: String,
+    pub s3_region: String,
+    pub s3_access_key: Option<String>,
+    pub s3_secret_key: Option<Secret>,
 }
 
 /// Vercel REST API credentials.
@@ -240,6 +247,12 @@ impl Config {
                 || "https://console.neon.tech/api/v2".to_string(),
                 |u| u.as_str().trim_end_matches('/').to_string(),
             ),
+            s3_endpoint: r.url("S3_ENDPOINT"),
+            s3_bucket: r.var("S3_BUCKET"),
+            s3_prefix: r.var("S3_PREFIX").unwrap_or_default(),
+            s3_region: r.var("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            s3_access_key: r.var("AWS_ACCESS_KEY_ID"),
+            s3_secret_key: r.secret("AWS_SECRET_ACCESS_KEY", 8),
         };
         let snapshot_key = r.secret("SNAPSHOT_ENCRYPTION_KEY", 40);
         if let Some(k) = &snapshot_key {

@@ -42,7 +42,25 @@ pub fn source(
                 project_id: project,
             })))
         }
-        BackupProvider::S3 => Err("the s3 backup provider is not available in this version".into()),
+        BackupProvider::S3 => {
+            let (Some(endpoint), Some(bucket), Some(access_key), Some(secret_key)) = (
+                b.s3_endpoint.clone(),
+                b.s3_bucket.clone(),
+                b.s3_access_key.clone(),
+                b.s3_secret_key.clone(),
+            ) else {
+                return Err("database.backup.provider is s3 but S3_ENDPOINT / S3_BUCKET / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not all set".into());
+            };
+            Ok(Some(Box::new(super::s3::S3 {
+                http: http.clone(),
+                endpoint,
+                bucket,
+                prefix: b.s3_prefix.clone(),
+                region: b.s3_region.clone(),
+                access_key,
+                secret_key,
+            })))
+        }
     }
 }
 

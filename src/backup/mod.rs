@@ -8,6 +8,7 @@ pub mod job;
 pub mod local;
 pub mod neon;
 pub mod pg_dump;
+pub mod s3;
 
 use std::time::Duration;
 

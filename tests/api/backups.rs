@@ -271,3 +271,98 @@ async fn neon_branches_and_snapshots_are_backups_and_its_history_is_the_pitr_win
         "fresh snapshot, but 1 day of history is less than the 7 days required: {results:?}"
     );
 }
+
+/// `moto_server` (PyPI `moto[server]`) on a free loopback port.
+struct Moto {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moto_server (pip install 'moto[server]'; .ci/run does)");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{url}/moto-api/")).await.is_ok() {
+            return Moto { child, url };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("moto_server did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_provider_reads_backups_from_a_real_s3_compatible_server() {
+    use rollback_guard::backup::pg_dump::file_name;
+    use rollback_guard::backup::BackupSource;
+    let moto = start_moto().await;
+    let s3 = rollback_guard::backup::s3::S3 {
+        http: reqwest::Client::new(),
+        endpoint: url::Url::parse(&moto.url).unwrap(),
+        bucket: "backups".into(),
+        prefix: "shop/".into(),
+        region: "us-east-1".into(),
+        access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret_key: rollback_guard::secret::Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    };
+    s3.put("", Vec::new()).await.expect("create bucket");
+    let now = SystemClock.now();
+    let h = |n: u64| now.minus(Duration::from_secs(n * 3600));
+    for (at, label, body) in [
+        (h(50), "full", b"PGDMP old".to_vec()),
+        (h(2), "full", b"PGDMP fresh".to_vec()),
+        (
+            h(1),
+            "pre-migration/20261120000000_add_profile",
+            b"PGDMP pre".to_vec(),
+        ),
+        (h(0), "full", Vec::new()),
+    ] {
+        s3.put(&format!("shop/{}", file_name(at, label)), body)
+            .await
+            .unwrap();
+    }
+    s3.put("other-app/20261125T000000Z_full.dump", b"x".to_vec())
+        .await
+        .unwrap();
+    let list = s3.list().await.unwrap();
+    assert_eq!(list.len(), 4, "only the prefix: {list:?}");
+    assert_eq!(
+        list.iter().filter(|b| !b.ready).count(),
+        1,
+        "the empty object is not usable"
+    );
+    let results = rollback_guard::backup::check::check(&list, None, &Default::default(), &[], now);
+    assert!(results[0].ok, "{results:?}");
+    assert_eq!(
+        results[0].detail["age_s"],
+        2 * 3600,
+        "newest usable full backup, by the time in its key"
+    );
+    assert!(list
+        .iter()
+        .any(|b| b.migration() == Some("20261120000000_add_profile")));
+    // A missing bucket is a clear error, not an empty list.
+    let missing = rollback_guard::backup::s3::S3 {
+        bucket: "no-such-bucket".into(),
+        ..s3
+    };
+    let err = missing.list().await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}
