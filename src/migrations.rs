@@ -51,84 +51,71 @@ pub fn read_dir(dir: &Path, down_file: &str) -> std::io::Result<Vec<Migration>> 
     Ok(out)
 }
 
-/// SQL with comments and quoted literals blanked out, upper-cased, whitespace folded.
-fn normalise(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '-' if chars.peek() == Some(&'-') => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        break;
-                    }
-                }
-                out.push(' ');
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut prev = ' ';
-                for n in chars.by_ref() {
-                    if prev == '*' && n == '/' {
-                        break;
-                    }
-                    prev = n;
-                }
-                out.push(' ');
-            }
-            '\'' => {
-                for n in chars.by_ref() {
-                    if n == '\'' {
-                        break;
-                    }
-                }
-                out.push_str("''");
-            }
-            c if c.is_whitespace() => {
-                if !out.ends_with(' ') {
-                    out.push(' ');
-                }
-            }
-            c => out.extend(c.to_uppercase()),
-        }
-    }
-    out
-}
-
-/// Reasons a script destroys data; empty when it does not.
+/// Reasons a script destroys data; empty when it does not. The SQL is parsed
+/// with Postgres's own grammar (`pg_query`), so comments, strings and dollar
+/// quoting cannot hide or fake a statement. What cannot be checked — SQL
+/// that does not parse, `DO` blocks — counts as destructive.
 pub fn destructive(sql: &str) -> Vec<String> {
-    let text = normalise(sql);
-    let mut reasons = Vec::new();
-    for stmt in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let flag = if stmt.starts_with("DROP TABLE") {
-            Some("drops a table")
-        } else if stmt.starts_with("DROP SCHEMA") {
-            Some("drops a schema")
-        } else if stmt.starts_with("TRUNCATE") {
-            Some("truncates a table")
-        } else if stmt.starts_with("DELETE FROM") {
-            Some("deletes rows")
-        } else if stmt.starts_with("ALTER TABLE")
-            && stmt.contains(" DROP ")
-            && !stmt.contains(" DROP CONSTRAINT ")
-            && !stmt.contains(" DROP DEFAULT")
-            && !stmt.contains(" DROP NOT NULL")
-        {
-            Some("drops a column")
-        } else if stmt.starts_with("ALTER TABLE")
-            && (stmt.contains(" TYPE ") || stmt.contains(" SET DATA TYPE "))
-        {
-            Some("changes a column type")
-        } else if stmt.starts_with("DROP TYPE") {
-            Some("drops a type")
+    use pg_query::protobuf::node::Node as N;
+    use pg_query::protobuf::{AlterTableType, ObjectType};
+    let parsed = match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![format!(
+                "could not be parsed, so it cannot be shown to be safe: {e}"
+            )]
+        }
+    };
+    let text = |loc: i32, len: i32| -> String {
+        let start = loc.max(0) as usize;
+        let end = if len > 0 {
+            start + len as usize
         } else {
-            None
+            sql.len()
         };
-        if let Some(why) = flag {
-            reasons.push(format!(
-                "{why}: {}",
-                stmt.chars().take(120).collect::<String>()
-            ));
+        sql.get(start..end.min(sql.len()))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(120)
+            .collect()
+    };
+    let mut reasons = Vec::new();
+    for raw in &parsed.protobuf.stmts {
+        let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+            continue;
+        };
+        let why: Vec<&str> = match node {
+            N::DropStmt(d) => match d.remove_type() {
+                ObjectType::ObjectTable => vec!["drops a table"],
+                ObjectType::ObjectSchema => vec!["drops a schema"],
+                ObjectType::ObjectType | ObjectType::ObjectDomain => vec!["drops a type"],
+                ObjectType::ObjectMatview => vec!["drops a materialized view"],
+                ObjectType::ObjectSequence => vec!["drops a sequence"],
+                _ => vec![],
+            },
+            N::TruncateStmt(_) => vec!["truncates a table"],
+            N::DeleteStmt(_) => vec!["deletes rows"],
+            N::UpdateStmt(_) => vec!["rewrites rows"],
+            N::DoStmt(_) => vec!["runs a DO block, which cannot be checked"],
+            N::AlterTableStmt(a) => a
+                .cmds
+                .iter()
+                .filter_map(|c| match c.node.as_ref() {
+                    Some(N::AlterTableCmd(cmd)) => match cmd.subtype() {
+                        AlterTableType::AtDropColumn => Some("drops a column"),
+                        AlterTableType::AtAlterColumnType => Some("changes a column type"),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        };
+        for w in why {
+            reasons.push(format!("{w}: {}", text(raw.stmt_location, raw.stmt_len)));
         }
     }
     reasons
@@ -158,12 +145,31 @@ alter table "Order" alter column "total" type integer;
         let down = r#"
 /* DROP TABLE "User"; */
 DROP INDEX "User_email_key";
-ALTER TABLE "User" DROP CONSTRAINT "User_pkey", DROP NOT NULL;
+ALTER TABLE "User" DROP CONSTRAINT "User_pkey", ALTER COLUMN "name" DROP NOT NULL;
 ALTER TABLE "User" ALTER COLUMN "name" DROP DEFAULT;
 INSERT INTO audit VALUES ('DROP TABLE x; TRUNCATE y');
 CREATE TABLE "Old" (id int);
 "#;
         assert_eq!(destructive(down), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dollar_quotes_do_blocks_and_unparseable_sql_are_treated_safely() {
+        // Text that only looks like a statement inside a dollar-quoted string is not one…
+        assert_eq!(
+            destructive("SELECT $x$ DROP TABLE users; $x$;"),
+            Vec::<String>::new()
+        );
+        // …but a DO block cannot be checked, and SQL that does not parse is not assumed safe.
+        assert!(
+            destructive("DO $$ BEGIN EXECUTE 'DROP TABLE users'; END $$;")[0].contains("DO block")
+        );
+        assert!(destructive("DROP TABEL users;")[0].contains("could not be parsed"));
+        assert!(
+            destructive("TRUNCATE users; DELETE FROM sessions; UPDATE users SET name = NULL;")
+                .len()
+                == 3
+        );
     }
 
     #[test]
