@@ -63,15 +63,6 @@ impl ApiError {
         )
     }
 
-    /// The route exists in the design but its capability has not shipped yet.
-    pub fn not_implemented(route: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            format!("{route} is not available in this version"),
-        )
-    }
-
     /// The configuration is invalid; only `/api/health` answers normally.
     pub fn config_invalid() -> Self {
         let mut e = Self::new(

@@ -56,39 +56,38 @@ async fn dispatch(app: &App, req: Request) -> Result<Response, ApiError> {
     if !route.allows(req.method()) {
         return Err(ApiError::method_not_allowed(route.allowed()));
     }
-    if route == Route::Health {
-        return Ok(health::get(app, req.method() == Method::HEAD).await);
-    }
-    if route == Route::Approve {
-        return if req.method() == Method::POST {
-            crate::approve::page::post(app, req).await
-        } else {
-            crate::approve::page::get(app, req).await
-        };
-    }
-    if route == Route::Alerts {
-        return crate::intake::handle(app, req).await;
-    }
-    let config = app.config()?;
-    if route.is_cron() {
-        auth::require_bearer(&req, config.cron_secret.as_ref(), "CRON_SECRET")?;
-    }
+    let post = req.method() == Method::POST;
+    // One arm per route, so a new route cannot be forgotten here.
     match route {
-        Route::CronProbe => crate::cron::probe(app).await,
-        Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
-        Route::CronBackups => crate::cron::backups(app).await,
+        // Health must answer even when the configuration is invalid.
+        Route::Health => Ok(health::get(app, req.method() == Method::HEAD).await),
+        // Each alert source and approval link carries its own authentication.
+        Route::Alerts => crate::intake::handle(app, req).await,
+        Route::Approve if post => crate::approve::page::post(app, req).await,
+        Route::Approve => crate::approve::page::get(app, req).await,
         Route::SlackActions => crate::approve::slack::actions(app, req).await,
-        Route::Dashboard if req.method() == Method::POST => crate::dashboard::post(app, &req).await,
+        Route::Dashboard if post => crate::dashboard::post(app, &req).await,
         Route::Dashboard => crate::dashboard::get(app, &req).await,
-        Route::Incidents => {
-            auth::require_bearer(&req, config.operator_token.as_ref(), "OPERATOR_TOKEN")?;
-            crate::incidents::get(app, &req).await
+        Route::CronProbe | Route::CronEvaluate | Route::CronBackups => {
+            auth::require_bearer(&req, app.config()?.cron_secret.as_ref(), "CRON_SECRET")?;
+            match route {
+                Route::CronProbe => crate::cron::probe(app).await,
+                Route::CronEvaluate => crate::cron::evaluate(app, &req).await,
+                _ => crate::cron::backups(app).await,
+            }
         }
-        Route::Rollback => {
-            auth::require_bearer(&req, config.operator_token.as_ref(), "OPERATOR_TOKEN")?;
-            crate::operator::rollback(app, req).await
+        Route::Incidents | Route::Rollback => {
+            auth::require_bearer(
+                &req,
+                app.config()?.operator_token.as_ref(),
+                "OPERATOR_TOKEN",
+            )?;
+            if route == Route::Incidents {
+                crate::incidents::get(app, &req).await
+            } else {
+                crate::operator::rollback(app, req).await
+            }
         }
-        _ => Err(ApiError::not_implemented(route.path())),
     }
 }
 
