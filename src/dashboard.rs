@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 
 use crate::app::App;
-use crate::approve::page::{escape, html_response};
+use crate::approve::page::{escape, html_page, html_response};
 use crate::audit::{verify_chain, GENESIS_HASH};
 use crate::clock::Timestamp;
 use crate::detect::window::{minute_of, Window};
@@ -54,7 +54,7 @@ pub async fn get(app: &App, req: &Request) -> Result<Response, ApiError> {
     }
     let store = app.store().await?;
     let html = render(store.as_ref(), app.clock().now()).await?;
-    Ok(wide(html_response(StatusCode::OK, "rollback-guard", &html)))
+    Ok(html_page(StatusCode::OK, "rollback-guard", &html, 72))
 }
 
 /// `POST`: checks the token from the form and sets the session cookie.
@@ -107,13 +107,6 @@ fn sign_in(status: StatusCode, error: &str) -> Response {
         "Sign in",
         &format!("<h1>rollback-guard</h1>{err}<form method=\"post\" action=\"/api/dashboard\"><input type=\"password\" name=\"token\" placeholder=\"Operator token\" autocomplete=\"current-password\" required style=\"flex:1;padding:.6rem;font-size:1rem\"><button class=\"reject\">Sign in</button></form>"),
     )
-}
-
-/// Lets the dashboard use more width than the approval page.
-fn wide(mut res: Response) -> Response {
-    let body = String::from_utf8_lossy(res.body()).replace("max-width:44rem", "max-width:72rem");
-    *res.body_mut() = Bytes::from(body);
-    res
 }
 
 fn when(ms: Option<i64>) -> String {
@@ -311,14 +304,7 @@ async fn audit_tail(
     store: &dyn Store,
     n: usize,
 ) -> StoreResult<(Vec<crate::audit::AuditRecord>, String)> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_after(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        all.extend(page);
-    }
+    let mut all = crate::store::audit_all(store).await?;
     let chain = match verify_chain((0, GENESIS_HASH), &all) {
         Ok(()) => format!("{} records, verified", all.len()),
         Err(e) => format!("BROKEN — {e}"),

@@ -43,16 +43,12 @@ pub async fn detail(store: &dyn Store, id: &str) -> StoreResult<Option<Value>> {
     let execution = store.get_doc(EXECUTION_KIND, &execution_id(id)).await?;
     let mut subjects = vec![id.to_string(), format!("apr_{id}"), execution_id(id)];
     subjects.extend(inc.body["deployment_id"].as_str().map(String::from));
-    let mut trail = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_after(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        trail.extend(page.into_iter().filter(|r| subjects.contains(&r.entry.subject)).map(|r| {
-            json!({"seq": r.seq, "at": r.entry.at.to_rfc3339(), "actor": r.entry.actor, "action": r.entry.action, "subject": r.entry.subject, "detail": r.entry.detail})
-        }));
-    }
+    let trail: Vec<Value> = crate::store::audit_all(store)
+        .await?
+        .into_iter()
+        .filter(|r| subjects.contains(&r.entry.subject))
+        .map(|r| json!({"seq": r.seq, "at": r.entry.at.to_rfc3339(), "actor": r.entry.actor, "action": r.entry.action, "subject": r.entry.subject, "detail": r.entry.detail}))
+        .collect();
     let mut out = incident_json(&inc);
     out["verdict"] = inc.body["verdict"].clone();
     out["approval"] = approval.map_or(Value::Null, |a| json!({"id": a.id, "state": a.status, "quorum": a.body["quorum"], "decisions": a.body["decisions"], "expires_at": a.body["expires_at"]}));

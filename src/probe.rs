@@ -11,7 +11,7 @@ use crate::clock::Timestamp;
 use crate::detect::window::{minute_of, PROBE_FAIL, PROBE_OK};
 use crate::policy::Probe;
 use crate::registry;
-use crate::store::{Doc, DocWrite, Store, StoreError, StoreResult};
+use crate::store::{Doc, Store, StoreError, StoreResult};
 
 /// Document kind of probe states.
 pub const PROBE_KIND: &str = "probe";
@@ -146,14 +146,12 @@ async fn record(store: &dyn Store, r: &ProbeResult, now: Timestamp) -> StoreResu
         )
         .await?;
     let id = format!("{}:{}", r.name, r.deployment);
-    for _ in 0..20 {
-        let existing = store.get_doc(PROBE_KIND, &id).await?;
+    crate::store::upsert_doc(store, PROBE_KIND, &id, |existing| {
         let previous_failures = existing
-            .as_ref()
             .and_then(|d| d.body.get("consecutive_failures")?.as_u64())
             .unwrap_or(0);
         let consecutive = if r.ok { 0 } else { previous_failures + 1 };
-        let doc = Doc {
+        Doc {
             kind: PROBE_KIND.into(),
             id: id.clone(),
             version: 0,
@@ -164,15 +162,9 @@ async fn record(store: &dyn Store, r: &ProbeResult, now: Timestamp) -> StoreResu
                 "probe": r.name, "deployment": r.deployment, "consecutive_failures": consecutive,
                 "last_status": r.status, "last_latency_ms": r.latency_ms, "last_error": r.error,
             }),
-        };
-        if let DocWrite::Written(_) = store
-            .put_doc(&doc, existing.as_ref().map(|d| d.version))
-            .await?
-        {
-            return Ok(());
         }
-    }
-    Err(StoreError::Contention(format!("probe state {id}")))
+    })
+    .await
 }
 
 /// The longest run of consecutive failures among the environment's probes

@@ -35,9 +35,14 @@ pub fn escape(s: &str) -> String {
 
 /// An HTML response with the headers a page carrying a secret link needs.
 pub fn html_response(status: StatusCode, title: &str, body_html: &str) -> Response {
+    html_page(status, title, body_html, 44)
+}
+
+/// [`html_response`] with the page's maximum width in rem (the dashboard is wider).
+pub fn html_page(status: StatusCode, title: &str, body_html: &str, max_width_rem: u32) -> Response {
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head><body><main>{body_html}</main></body></html>",
+         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}main{{max-width:{max_width_rem}rem}}</style></head><body><main>{body_html}</main></body></html>",
         escape(title)
     );
     let mut res = http::Response::new(Bytes::from(page));
@@ -65,7 +70,7 @@ pub fn html_response(status: StatusCode, title: &str, body_html: &str) -> Respon
 }
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;background:#f6f7f9;color:#1d2330;margin:0}\
-main{max-width:44rem;margin:2rem auto;background:#fff;padding:2rem;border-radius:12px;box-shadow:0 1px 4px #0002}\
+main{margin:2rem auto;background:#fff;padding:2rem;border-radius:12px;box-shadow:0 1px 4px #0002}\
 h1{font-size:1.4rem;margin-top:0}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}dt{color:#5a6275}\
 dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}.finding{margin:.2rem 0}.critical{color:#b3261e}.warning{color:#8a5a00}\
 form{display:flex;gap:1rem;margin-top:1.5rem}button{font-size:1rem;padding:.7rem 1.4rem;border-radius:8px;border:0;cursor:pointer}\

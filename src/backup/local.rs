@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::pg_dump::{file_name, parse_name};
 use crate::clock::Timestamp;
-use crate::store::{Doc, DocWrite, Store, StoreResult};
+use crate::store::{Doc, Store, StoreResult};
 
 /// The store record of a backup: `pre_migration:<name>` or `full:<file>`.
 pub fn record_id(label: &str, file: &Path) -> String {
@@ -33,24 +33,16 @@ async fn upsert(
     body: Value,
     now: Timestamp,
 ) -> StoreResult<()> {
-    for _ in 0..10 {
-        let existing = store.get_doc(crate::execute_db::BACKUP_KIND, id).await?;
-        let doc = Doc {
-            kind: crate::execute_db::BACKUP_KIND.into(),
-            id: id.into(),
-            version: 0,
-            scope: "database".into(),
-            status: status.into(),
-            updated_at: now,
-            body: body.clone(),
-        };
-        if store.put_doc(&doc, existing.map(|d| d.version)).await? != DocWrite::Conflict {
-            return Ok(());
-        }
-    }
-    Err(crate::store::StoreError::Contention(format!(
-        "backup record {id}"
-    )))
+    crate::store::upsert_doc(store, crate::execute_db::BACKUP_KIND, id, |_| Doc {
+        kind: crate::execute_db::BACKUP_KIND.into(),
+        id: id.into(),
+        version: 0,
+        scope: "database".into(),
+        status: status.into(),
+        updated_at: now,
+        body: body.clone(),
+    })
+    .await
 }
 
 /// Dumps the database at `url` into `dir`; records it as taken.

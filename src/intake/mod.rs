@@ -22,7 +22,7 @@ use crate::detect::window::minute_of;
 use crate::error::ApiError;
 use crate::http::{json_response, Request, Response};
 use crate::registry;
-use crate::store::{Doc, DocWrite, Store, StoreError, StoreResult};
+use crate::store::{Doc, Store, StoreResult};
 use signal::{AlertSignal, MetricBatch, Signal};
 use verify::VerifyError;
 
@@ -330,14 +330,12 @@ async fn record_metrics(store: &dyn Store, m: &MetricBatch) -> StoreResult<()> {
 
 async fn record_alert(store: &dyn Store, a: &AlertSignal, now: Timestamp) -> StoreResult<()> {
     let id = format!("{}:{}", a.source, a.fingerprint);
-    for _ in 0..20 {
-        let existing = store.get_doc(ALERT_KIND, &id).await?;
+    crate::store::upsert_doc(store, ALERT_KIND, &id, |existing| {
         let first_seen = existing
-            .as_ref()
             .filter(|d| d.status == "firing")
             .and_then(|d| d.body.get("first_seen").and_then(|v| v.as_i64()))
             .unwrap_or(a.at.as_millis());
-        let doc = Doc {
+        Doc {
             kind: ALERT_KIND.into(),
             id: id.clone(),
             version: 0,
@@ -348,13 +346,7 @@ async fn record_alert(store: &dyn Store, a: &AlertSignal, now: Timestamp) -> Sto
                 "source": a.source, "name": a.name, "severity": a.severity, "deployment": a.deployment,
                 "first_seen": first_seen, "last_seen": a.at.as_millis(), "detail": a.detail,
             }),
-        };
-        if let DocWrite::Written(_) = store
-            .put_doc(&doc, existing.as_ref().map(|d| d.version))
-            .await?
-        {
-            return Ok(());
         }
-    }
-    Err(StoreError::Contention(format!("alert {id}")))
+    })
+    .await
 }

@@ -168,6 +168,38 @@ pub async fn audit(
     store.append_audit(entry).await.map(|_| ())
 }
 
+/// Every audit record, oldest first, read page by page.
+pub async fn audit_all(store: &dyn Store) -> StoreResult<Vec<AuditRecord>> {
+    let mut all: Vec<AuditRecord> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |r| r.seq);
+        let page = store.audit_after(after, 1000).await?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page);
+    }
+}
+
+/// Writes the document `build` derives from the current one (if any),
+/// compare-and-set, re-reading and rebuilding when another writer got there first.
+pub async fn upsert_doc<F>(store: &dyn Store, kind: &str, id: &str, mut build: F) -> StoreResult<()>
+where
+    F: FnMut(Option<&Doc>) -> Doc + Send,
+{
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let existing = store.get_doc(kind, id).await?;
+        let doc = build(existing.as_ref());
+        if let DocWrite::Written(_) = store
+            .put_doc(&doc, existing.as_ref().map(|d| d.version))
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Contention(format!("{kind} {id}")))
+}
+
 /// Connects to the configured backend. Does not migrate; callers do that once.
 pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     Ok(match cfg {
@@ -181,8 +213,8 @@ pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     })
 }
 
-/// How many times optimistic appends retry before giving up.
-pub(crate) const MAX_APPEND_ATTEMPTS: usize = 50;
+/// How many times a compare-and-set write (audit append, document upsert) retries before giving up.
+pub(crate) const MAX_CAS_ATTEMPTS: usize = 50;
 
 fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)

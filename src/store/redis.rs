@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
-    Store, StoreError, StoreResult, MAX_APPEND_ATTEMPTS,
+    Store, StoreError, StoreResult, MAX_CAS_ATTEMPTS,
 };
 use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::clock::Timestamp;
@@ -502,7 +502,7 @@ impl Store for RedisStore {
         let head_key = self.key(&["audit", "head"]);
         let log_key = self.key(&["audit", "log"]);
         let script = &*APPEND_AUDIT_SCRIPT;
-        for attempt in 0..MAX_APPEND_ATTEMPTS {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
             let (seq, hash): (Option<i64>, Option<String>) = redis::cmd("HMGET")
                 .arg(&head_key)
                 .arg("seq")
