@@ -1,7 +1,7 @@
 //! Vercel function: POST /api/rollback — operator-requested rollback.
 //! Thin by design: all behaviour lives in the `rollback_guard` library.
 
-use rollback_guard::vercel;
+use rollback_guard::runtime::vercel;
 use vercel_runtime::{run, service_fn, Error};
 
 #[tokio::main]

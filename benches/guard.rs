@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollback_guard::app::App;
-use rollback_guard::clock::{Clock, ManualClock, Timestamp};
-use rollback_guard::config::{Config, StoreConfig};
-use rollback_guard::detect::sketch::LatencySketch;
-use rollback_guard::detect::window::{minute_of, ERRORS_5XX, REQUESTS};
-use rollback_guard::secret::Secret;
+use rollback_guard::core::clock::{Clock, ManualClock, Timestamp};
+use rollback_guard::core::detect::sketch::LatencySketch;
+use rollback_guard::core::detect::window::{minute_of, ERRORS_5XX, REQUESTS};
+use rollback_guard::core::secret::Secret;
+use rollback_guard::runtime::app::App;
+use rollback_guard::runtime::config::{Config, StoreConfig};
 use rollback_guard::store::{PostgresStore, Store};
 use serde_json::json;
 
@@ -137,14 +137,14 @@ async fn serve_guard(store: Arc<dyn Store>, schema: &str) -> (Arc<App>, String) 
     let app = Arc::new(App::with_store(
         config(schema),
         store,
-        Arc::new(rollback_guard::clock::SystemClock),
+        Arc::new(rollback_guard::integrations::clock::SystemClock),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/api/alerts?source=alertmanager",
         listener.local_addr().unwrap()
     );
-    tokio::spawn(rollback_guard::server::serve(
+    tokio::spawn(rollback_guard::runtime::server::serve(
         listener,
         Arc::clone(&app),
         std::future::pending(),
@@ -259,7 +259,7 @@ async fn bench_intake() {
             .body(bytes::Bytes::from(body))
             .unwrap();
         let t = Instant::now();
-        let res = rollback_guard::http::handle(&app, req).await;
+        let res = rollback_guard::web::handle(&app, req).await;
         server.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(res.status(), 202);
     }
@@ -319,7 +319,7 @@ async fn bench_evaluation() {
     }
     // The registry: dpl_9 is current, dpl_8 before it.
     let since = t0 + (9 * minutes / deployments) as i64 * 60_000;
-    rollback_guard::registry::set_current(
+    rollback_guard::flows::registry::set_current(
         store,
         "production",
         "dpl_8",
@@ -328,7 +328,7 @@ async fn bench_evaluation() {
     )
     .await
     .unwrap();
-    rollback_guard::registry::set_current(
+    rollback_guard::flows::registry::set_current(
         store,
         "production",
         "dpl_9",
@@ -356,13 +356,13 @@ async fn bench_evaluation() {
     println!("\nevaluation over {SIGNALS} stored request signals ({deployments} deployments, 24 h; loaded in {:.1} s)", loading.elapsed().as_secs_f64());
 
     let now = Timestamp::from_millis(t0 + (minutes as i64) * 60_000);
-    let rules = rollback_guard::policy::Rules::default();
+    let rules = rollback_guard::core::policy::Rules::default();
     let clock = ManualClock::new(now);
     let runs = 30;
     let mut ours = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        let out = rollback_guard::evaluate::run(store, &rules, clock.now())
+        let out = rollback_guard::flows::evaluate::run(store, &rules, clock.now())
             .await
             .unwrap();
         ours.push(t.elapsed().as_secs_f64() * 1000.0);

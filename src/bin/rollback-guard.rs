@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use rollback_guard::app::App;
 use rollback_guard::cli;
-use rollback_guard::config::Config;
+use rollback_guard::runtime::app::App;
+use rollback_guard::runtime::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -133,7 +133,7 @@ struct Remote {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    rollback_guard::telemetry::init();
+    rollback_guard::runtime::telemetry::init();
     match Cli::parse().command {
         Command::Serve { host, port } => serve(&host, port).await,
         Command::CheckConfig { policy } => check_config(policy),
@@ -198,9 +198,15 @@ async fn backup(command: BackupCommand) -> ExitCode {
         BackupCommand::Create { pre_migration } => {
             let label =
                 pre_migration.map_or_else(|| "full".to_string(), |m| format!("pre-migration/{m}"));
-            rollback_guard::backup::local::create(store.as_ref(), url.expose(), dir, &label, now)
-                .await
-                .map(|p| format!("backup written to {}", p.display()))
+            rollback_guard::flows::backup::local::create(
+                store.as_ref(),
+                url.expose(),
+                dir,
+                &label,
+                now,
+            )
+            .await
+            .map(|p| format!("backup written to {}", p.display()))
         }
         BackupCommand::Verify { file } => {
             let file = match file {
@@ -213,7 +219,7 @@ async fn backup(command: BackupCommand) -> ExitCode {
                     }
                 },
             };
-            rollback_guard::backup::local::verify(store.as_ref(), url.expose(), &file, now)
+            rollback_guard::flows::backup::local::verify(store.as_ref(), url.expose(), &file, now)
                 .await
                 .map(|r| {
                     format!(
@@ -287,7 +293,7 @@ async fn serve(host: &str, port: u16) -> ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match rollback_guard::server::serve(listener, app, shutdown).await {
+    match rollback_guard::runtime::server::serve(listener, app, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: server failed: {e}");

@@ -6,6 +6,7 @@
 //! Time is always passed in; backends never read the clock, so expiry
 //! behaves identically everywhere and is testable without sleeping.
 
+pub mod lease;
 mod postgres;
 mod redis;
 mod sqlite;
@@ -16,14 +17,59 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditEntry, AuditRecord};
-use crate::clock::Timestamp;
-use crate::config::StoreConfig;
+use crate::core::audit::{AuditEntry, AuditRecord};
+use crate::core::clock::Timestamp;
 pub use postgres::PostgresStore;
-pub(crate) use postgres::{client_config as postgres_config, tls as postgres_tls};
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use types::{Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow, MAX_PREFIX};
+
+/// Store backend selection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreConfig {
+    /// Postgres (Neon-compatible). Tables live in their own schema, next to the app's.
+    Postgres {
+        url: crate::core::secret::Secret,
+        schema: String,
+    },
+    /// Redis (Upstash-compatible). Every key starts with `prefix`.
+    Redis {
+        url: crate::core::secret::Secret,
+        prefix: String,
+    },
+    /// Embedded SQLite file: the zero-setup default.
+    Sqlite { path: std::path::PathBuf },
+}
+
+impl StoreConfig {
+    /// Backend name for health output.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StoreConfig::Postgres { .. } => "postgres",
+            StoreConfig::Redis { .. } => "redis",
+            StoreConfig::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// A description safe to print: URLs have passwords removed.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Postgres { url, schema } => {
+                format!(
+                    "{} (schema {schema})",
+                    crate::core::secret::redact_url(url.expose())
+                )
+            }
+            StoreConfig::Redis { url, prefix } => {
+                format!(
+                    "{} (prefix {prefix})",
+                    crate::core::secret::redact_url(url.expose())
+                )
+            }
+            StoreConfig::Sqlite { path } => path.display().to_string(),
+        }
+    }
+}
 
 /// A store failure. Every variant is transient from a caller's point of view
 /// except `Corrupt`: webhook senders get a 503 and retry.

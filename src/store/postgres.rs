@@ -3,7 +3,7 @@
 //! tables. Only transaction-scoped advisory locks are used, so the pooled
 //! (PgBouncer transaction mode) URL works too.
 
-use std::sync::Arc;
+use crate::integrations::postgres::{client_config, tls};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +14,8 @@ use super::{
     merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
     Store, StoreError, StoreResult,
 };
-use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
-use crate::clock::Timestamp;
+use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use crate::core::clock::Timestamp;
 
 /// Schema migrations, applied in order; `{s}` is the guard's schema.
 const MIGRATIONS: &[&str] = &[
@@ -98,7 +98,7 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Builds a lazy pool; no connection is made until the first call.
     pub fn connect(url: &str, schema: &str) -> StoreResult<Self> {
-        let cfg = client_config(url)?;
+        let cfg = client_config(url).map_err(StoreError::Unavailable)?;
         let mgr = Manager::from_config(
             cfg,
             tls(),
@@ -118,28 +118,6 @@ impl PostgresStore {
             schema: schema.to_string(),
         })
     }
-}
-
-/// Parses a connection URL. For loopback hosts without an explicit `sslmode`
-/// TLS is off (local servers rarely have a trusted certificate); elsewhere
-/// TLS is preferred and verified against the Mozilla roots (see [`tls`]).
-pub(crate) fn client_config(url: &str) -> StoreResult<tokio_postgres::Config> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        StoreError::Unavailable(format!("invalid database URL: {e}"))
-    })?;
-    let loopback = cfg.get_hosts().iter().all(|h| match h {
-        tokio_postgres::config::Host::Tcp(name) => {
-            matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
-        }
-        #[cfg(unix)]
-        tokio_postgres::config::Host::Unix(_) => true,
-    });
-    if loopback && !url.contains("sslmode=") {
-        cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    }
-    cfg.connect_timeout(Duration::from_secs(5));
-    cfg.application_name("rollback-guard");
-    Ok(cfg)
 }
 
 impl PostgresStore {
@@ -206,20 +184,6 @@ impl Conn {
         let st = self.0.prepare_cached(sql).await?;
         self.0.execute(&st, params).await
     }
-}
-
-pub(crate) fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {

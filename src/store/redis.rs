@@ -15,8 +15,8 @@ use super::{
     merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
     Store, StoreError, StoreResult, MAX_CAS_ATTEMPTS,
 };
-use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
-use crate::clock::Timestamp;
+use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use crate::core::clock::Timestamp;
 
 const SCHEMA_VERSION: u32 = 1;
 

@@ -13,8 +13,8 @@ use super::{
     merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
     Store, StoreError, StoreResult,
 };
-use crate::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
-use crate::clock::Timestamp;
+use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use crate::core::clock::Timestamp;
 
 /// Schema migrations; the applied count is kept in `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[

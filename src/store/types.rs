@@ -1,6 +1,6 @@
 //! Records kept by the store.
 
-use crate::clock::Timestamp;
+use crate::core::clock::Timestamp;
 
 /// A deployment of the watched app, as learned from Vercel webhooks or the API.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,15 +95,7 @@ pub struct DocFilter {
     pub status: Option<String>,
 }
 
-/// One rollup counter of one minute.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RollupRow {
-    /// Minute number: milliseconds since the epoch / 60 000.
-    pub minute: i64,
-    /// Counter name, e.g. `requests`, `errors_5xx`, `lat:412`, `max:memory_pct`.
-    pub name: String,
-    pub value: f64,
-}
+pub use crate::core::detect::window::RollupRow;
 
 /// Counters whose name starts with this keep the maximum instead of the sum.
 pub const MAX_PREFIX: &str = "max:";

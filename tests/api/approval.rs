@@ -5,65 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollback_guard::clock::{Clock, ManualClock, SystemClock, Timestamp};
-use rollback_guard::detect::window::minute_of;
-use rollback_guard::intake::signal::{DeploymentEvent, Signal};
-use rollback_guard::store::{DeploymentState, Store};
-use serde_json::json;
+use rollback_guard::core::clock::{Clock, ManualClock, Timestamp};
+use rollback_guard::integrations::clock::SystemClock;
+use rollback_guard::store::Store;
 
 use super::fake_http;
 use super::fake_vercel::{self, State};
 use super::helpers::{json, Backend, TestApp};
 
-pub const CRON: &str = "cron-secret-0123456789";
+pub use super::seed::{cron, deploy, traffic, CRON};
 pub const KEYS: &str =
     "k2:k2-secret-0123456789-0123456789-abc,k1:k1-secret-0123456789-0123456789-abc";
-
-pub async fn deploy(store: &dyn Store, env: &str, id: &str, at_ms: i64) {
-    let ev = DeploymentEvent {
-        id: id.into(),
-        state: DeploymentState::Promoted,
-        environment: env.into(),
-        url: format!("{id}.vercel.app"),
-        git_sha: None,
-        at: Timestamp::from_millis(at_ms),
-        event: "deployment.promoted".into(),
-        meta: json!({}),
-    };
-    rollback_guard::intake::record(
-        store,
-        &[Signal::Deployment(ev)],
-        Timestamp::from_millis(at_ms),
-    )
-    .await
-    .unwrap();
-}
-
-/// `per_minute` requests with `errors` 5xx in each minute of [from, to).
-pub async fn traffic(
-    store: &dyn Store,
-    env: &str,
-    dep: &str,
-    from_ms: i64,
-    to_ms: i64,
-    per_minute: f64,
-    errors: f64,
-) {
-    for m in minute_of(from_ms)..minute_of(to_ms) {
-        store
-            .add_rollup(
-                env,
-                dep,
-                m,
-                &[
-                    ("requests".into(), per_minute),
-                    ("errors_5xx".into(), errors),
-                ],
-            )
-            .await
-            .unwrap();
-    }
-}
 
 /// dpl_good served healthily and became last known good; dpl_bad then went live and fails.
 pub async fn bad_deploy(store: &dyn Store, env: &str, t0: i64) {
@@ -72,18 +24,6 @@ pub async fn bad_deploy(store: &dyn Store, env: &str, t0: i64) {
     store.set_last_known_good(env, "dpl_good").await.unwrap();
     deploy(store, env, "dpl_bad", t0).await;
     traffic(store, env, "dpl_bad", t0, t0 + 6 * 60_000, 200.0, 30.0).await;
-}
-
-pub async fn cron(app: &TestApp, path: &str) -> serde_json::Value {
-    let res = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(CRON)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    json(res).await
 }
 
 fn now_ms() -> i64 {
@@ -307,7 +247,11 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
     assert_eq!(exe.status, "succeeded");
     assert_eq!(exe.body["verification"]["healthy"], true);
     let audit = s.audit_after(0, 1000).await.unwrap();
-    rollback_guard::audit::verify_chain((0, rollback_guard::audit::GENESIS_HASH), &audit).unwrap();
+    rollback_guard::core::audit::verify_chain(
+        (0, rollback_guard::core::audit::GENESIS_HASH),
+        &audit,
+    )
+    .unwrap();
     let actions: Vec<&str> = audit.iter().map(|r| r.entry.action.as_str()).collect();
     for want in [
         "incident_opened",
@@ -358,7 +302,7 @@ async fn expired_unknown_and_foreign_links_are_refused_with_clear_pages() {
     // Mint a link the way the guard does, for someone who is not an approver.
     let keys = super::helpers::config(&[("APPROVAL_SIGNING_KEYS", KEYS)]).signing_keys;
     let claims = |who: &str| {
-        rollback_guard::approve::token::Claims::new(
+        rollback_guard::core::approval::token::Claims::new(
             &apr.id,
             apr.body["incident_id"].as_str().unwrap(),
             "rollback",
@@ -369,7 +313,8 @@ async fn expired_unknown_and_foreign_links_are_refused_with_clear_pages() {
             [1; 16],
         )
     };
-    let mallory = rollback_guard::approve::token::mint(&keys[0], &claims("mallory@example.com"));
+    let mallory =
+        rollback_guard::core::approval::token::mint(&keys[0], &claims("mallory@example.com"));
     let res = app
         .client
         .post(app.url("/api/approve"))
@@ -384,7 +329,7 @@ async fn expired_unknown_and_foreign_links_are_refused_with_clear_pages() {
     let res = app
         .get(&format!(
             "/api/approve?token={}",
-            rollback_guard::approve::token::mint(&keys[0], &other)
+            rollback_guard::core::approval::token::mint(&keys[0], &other)
         ))
         .await;
     assert_eq!(res.status(), 401);
@@ -394,14 +339,14 @@ async fn expired_unknown_and_foreign_links_are_refused_with_clear_pages() {
     assert_eq!(
         app.get(&format!(
             "/api/approve?token={}",
-            rollback_guard::approve::token::mint(&keys[0], &unknown)
+            rollback_guard::core::approval::token::mint(&keys[0], &unknown)
         ))
         .await
         .status(),
         404
     );
     // Expired.
-    let alice = rollback_guard::approve::token::mint(&keys[1], &claims("alice@example.com"));
+    let alice = rollback_guard::core::approval::token::mint(&keys[1], &claims("alice@example.com"));
     clock.advance(Duration::from_secs(700));
     let res = app.get(&format!("/api/approve?token={alice}")).await;
     assert_eq!(res.status(), 410);

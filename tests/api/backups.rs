@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollback_guard::backup::local;
-use rollback_guard::clock::{Clock, ManualClock, SystemClock, Timestamp};
+use rollback_guard::core::clock::{Clock, ManualClock, Timestamp};
+use rollback_guard::flows::backup::local;
+use rollback_guard::integrations::clock::SystemClock;
 use rollback_guard::store::DocFilter;
 
 use super::approval::{cron, CRON};
@@ -33,15 +34,18 @@ async fn stale_backups_open_an_incident_that_resolves_once_a_fresh_one_exists() 
     let old = clock.now().minus(Duration::from_secs(30 * 3600));
     std::fs::write(
         dir.path()
-            .join(rollback_guard::backup::pg_dump::file_name(old, "full")),
+            .join(rollback_guard::integrations::backup::pg_dump::file_name(
+                old, "full",
+            )),
         b"PGDMP...",
     )
     .unwrap();
     std::fs::write(
-        dir.path().join(rollback_guard::backup::pg_dump::file_name(
-            clock.now(),
-            "full",
-        )),
+        dir.path()
+            .join(rollback_guard::integrations::backup::pg_dump::file_name(
+                clock.now(),
+                "full",
+            )),
         b"",
     )
     .unwrap();
@@ -79,10 +83,11 @@ async fn stale_backups_open_an_incident_that_resolves_once_a_fresh_one_exists() 
     );
 
     std::fs::write(
-        dir.path().join(rollback_guard::backup::pg_dump::file_name(
-            clock.now(),
-            "full",
-        )),
+        dir.path()
+            .join(rollback_guard::integrations::backup::pg_dump::file_name(
+                clock.now(),
+                "full",
+            )),
         b"PGDMP...fresh",
     )
     .unwrap();
@@ -98,7 +103,7 @@ async fn stale_backups_open_an_incident_that_resolves_once_a_fresh_one_exists() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destructive_migrations_need_a_pre_migration_backup_and_verify_restores_it() {
     let db = ScratchDb::new().await;
-    let client = rollback_guard::app_database::connect(&db.url)
+    let client = rollback_guard::integrations::app_database::connect(&db.url)
         .await
         .unwrap();
     let m = fixtures();
@@ -178,10 +183,12 @@ async fn destructive_migrations_need_a_pre_migration_backup_and_verify_restores_
     );
 
     // A corrupt dump fails verification, and says so.
-    let bad = dir.path().join(rollback_guard::backup::pg_dump::file_name(
-        Timestamp::from_millis(0),
-        "full",
-    ));
+    let bad = dir
+        .path()
+        .join(rollback_guard::integrations::backup::pg_dump::file_name(
+            Timestamp::from_millis(0),
+            "full",
+        ));
     std::fs::write(&bad, b"not a dump").unwrap();
     let err = local::verify(store.as_ref(), &db.url, &bad, SystemClock.now())
         .await
@@ -242,13 +249,13 @@ async fn neon_branches_and_snapshots_are_backups_and_its_history_is_the_pitr_win
         ),
     ];
     let base = super::helpers::fake_upstream(routes).await;
-    let src = rollback_guard::backup::neon::Neon {
+    let src = rollback_guard::integrations::backup::neon::Neon {
         http: reqwest::Client::new(),
         base: format!("{base}/api/v2"),
-        api_key: rollback_guard::secret::Secret::new("neon-key-123"),
+        api_key: rollback_guard::core::secret::Secret::new("neon-key-123"),
         project_id: "prj-1".into(),
     };
-    use rollback_guard::backup::BackupSource;
+    use rollback_guard::integrations::backup::BackupSource;
     let list = src.list().await.unwrap();
     assert_eq!(list.len(), 2, "the main branch is not a backup: {list:?}");
     assert!(list.iter().any(|b| b.label == "full" && b.id == "snap-1"));
@@ -259,7 +266,7 @@ async fn neon_branches_and_snapshots_are_backups_and_its_history_is_the_pitr_win
         src.history_window().await.unwrap(),
         Some(Duration::from_secs(86_400))
     );
-    let results = rollback_guard::backup::check::check(
+    let results = rollback_guard::core::backup::check(
         &list,
         Some(Duration::from_secs(86_400)),
         &Default::default(),
@@ -309,17 +316,19 @@ async fn start_moto() -> Moto {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_provider_reads_backups_from_a_real_s3_compatible_server() {
-    use rollback_guard::backup::pg_dump::file_name;
-    use rollback_guard::backup::BackupSource;
+    use rollback_guard::integrations::backup::pg_dump::file_name;
+    use rollback_guard::integrations::backup::BackupSource;
     let moto = start_moto().await;
-    let s3 = rollback_guard::backup::s3::S3 {
+    let s3 = rollback_guard::integrations::backup::s3::S3 {
         http: reqwest::Client::new(),
         endpoint: url::Url::parse(&moto.url).unwrap(),
         bucket: "backups".into(),
         prefix: "shop/".into(),
         region: "us-east-1".into(),
         access_key: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret_key: rollback_guard::secret::Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        secret_key: rollback_guard::core::secret::Secret::new(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
     };
     s3.put("", Vec::new()).await.expect("create bucket");
     let now = SystemClock.now();
@@ -348,7 +357,7 @@ async fn the_s3_provider_reads_backups_from_a_real_s3_compatible_server() {
         1,
         "the empty object is not usable"
     );
-    let results = rollback_guard::backup::check::check(&list, None, &Default::default(), &[], now);
+    let results = rollback_guard::core::backup::check(&list, None, &Default::default(), &[], now);
     assert!(results[0].ok, "{results:?}");
     assert_eq!(
         results[0].detail["age_s"],
@@ -359,7 +368,7 @@ async fn the_s3_provider_reads_backups_from_a_real_s3_compatible_server() {
         .iter()
         .any(|b| b.migration() == Some("20261120000000_add_profile")));
     // A missing bucket is a clear error, not an empty list.
-    let missing = rollback_guard::backup::s3::S3 {
+    let missing = rollback_guard::integrations::backup::s3::S3 {
         bucket: "no-such-bucket".into(),
         ..s3
     };

@@ -1,6 +1,6 @@
 //! The `rollback-guard` CLI, run as a process against the real server.
 
-use rollback_guard::approve::token::{mint, Claims};
+use rollback_guard::core::approval::token::{mint, Claims};
 
 use super::approval::{bad_deploy, cron, CRON, KEYS};
 use super::helpers::{Backend, TestApp};
@@ -39,7 +39,8 @@ async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_t
         ],
     )
     .await;
-    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock);
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock);
     bad_deploy(
         app.store().as_ref(),
         "production",

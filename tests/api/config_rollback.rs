@@ -44,7 +44,9 @@ async fn scenario(key: Option<String>) -> (TestApp, fake_vercel::FakeVercel, ser
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = TestApp::spawn(Backend::Postgres, &vars).await;
     let s = app.store().clone();
-    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock).as_millis();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
     // dpl_good is current and healthy: the evaluate cron snapshots its configuration.
     super::approval::deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
     super::approval::traffic(

@@ -23,7 +23,9 @@ async fn app_with_history() -> TestApp {
         ],
     )
     .await;
-    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock).as_millis();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
     bad_deploy(app.store().as_ref(), "production", now - 6 * 60_000).await;
     cron(&app, "/api/cron/evaluate").await;
     app

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use rollback_guard::app_database::{self, DbRollbackError, PRISMA_LOCK};
-use rollback_guard::migrations::{self, Migration};
+use rollback_guard::integrations::app_database::{self, DbRollbackError, PRISMA_LOCK};
+use rollback_guard::integrations::migrations::{self, Migration};
 
 use super::helpers::{pg_url, unique};
 
@@ -224,19 +224,19 @@ async fn the_rollback_waits_for_prismas_lock_and_a_failing_down_changes_nothing(
 
 #[tokio::test]
 async fn a_rollback_plan_undoes_code_then_the_migrations_since_the_target_and_resumes_safely() {
-    use rollback_guard::clock::SystemClock;
-    use rollback_guard::execute::{self, AppDb, Deps, Limits, Plan, Progress};
+    use rollback_guard::flows::execute::{self, AppDb, Deps, Limits, Plan, Progress};
+    use rollback_guard::integrations::clock::SystemClock;
     let db = ScratchDb::new().await;
     let client = app_database::connect(&db.url).await.unwrap();
     let m = fixtures();
     prisma_deploy(&client, &m[0]).await;
     let before = schema_dump(&db.url);
-    let since_ms = rollback_guard::clock::Clock::now(&SystemClock).as_millis();
+    let since_ms = rollback_guard::core::clock::Clock::now(&SystemClock).as_millis();
     tokio::time::sleep(Duration::from_millis(20)).await;
     prisma_deploy(&client, &m[2]).await;
     let t = super::helpers::TestStore::new(super::helpers::Backend::Sqlite).await;
     let app_db = AppDb {
-        url: rollback_guard::secret::Secret::new(db.url.clone()),
+        url: rollback_guard::core::secret::Secret::new(db.url.clone()),
         migrations_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/prisma/migrations"),
         down_file: "down.sql".into(),
@@ -259,15 +259,15 @@ async fn a_rollback_plan_undoes_code_then_the_migrations_since_the_target_and_re
     let (id, _) = execute::start(
         t.store.as_ref(),
         &plan,
-        rollback_guard::clock::Clock::now(&SystemClock),
+        rollback_guard::core::clock::Clock::now(&SystemClock),
     )
     .await
     .unwrap();
     // The code step needs Vercel: use the fake.
     let fake = super::fake_vercel::start(super::fake_vercel::State::default()).await;
-    let vercel = rollback_guard::vercel_api::VercelClient::new(
+    let vercel = rollback_guard::integrations::vercel::VercelClient::new(
         super::fake_vercel::config(&fake.url),
-        rollback_guard::vercel_api::Retry::default(),
+        rollback_guard::integrations::vercel::Retry::default(),
     );
     let deps = Deps {
         vercel: Some(&vercel),

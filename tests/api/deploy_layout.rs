@@ -1,7 +1,7 @@
 //! The deploy layout stays consistent: every function file is a `[[bin]]`,
 //! every route has a function, and every cron in vercel.json targets a cron route.
 
-use rollback_guard::http::{Route, ROUTES};
+use rollback_guard::web::{Route, ROUTES};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()

@@ -4,78 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollback_guard::clock::{Clock, ManualClock, Timestamp};
-use rollback_guard::detect::window::minute_of;
-use rollback_guard::intake::signal::{DeploymentEvent, Signal};
-use rollback_guard::store::{DeploymentState, DocFilter, Store};
+use rollback_guard::core::clock::{Clock, ManualClock, Timestamp};
+use rollback_guard::core::detect::window::minute_of;
+use rollback_guard::flows::intake::signal::Signal;
+use rollback_guard::store::{DeploymentState, DocFilter};
 use serde_json::json;
 
-use super::helpers::{fake_upstream, json, Backend, Canned, TestApp};
+use super::helpers::{fake_upstream, Backend, Canned, TestApp};
 
-const CRON: &str = "cron-secret-0123456789";
+use super::seed::{cron, deployment_event, traffic_total, CRON};
 /// 2026-11-25T10:00:00Z
 const T0: i64 = 1_795_600_800_000;
-
-async fn cron(app: &TestApp, path: &str) -> serde_json::Value {
-    let res = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(CRON)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    json(res).await
-}
-
-async fn deploy(store: &dyn Store, id: &str, kind: &str, state: DeploymentState, at_ms: i64) {
-    let ev = DeploymentEvent {
-        id: id.into(),
-        state,
-        environment: "production".into(),
-        url: format!("{id}.vercel.app"),
-        git_sha: None,
-        at: Timestamp::from_millis(at_ms),
-        event: kind.into(),
-        meta: json!({}),
-    };
-    rollback_guard::intake::record(
-        store,
-        &[Signal::Deployment(ev)],
-        Timestamp::from_millis(at_ms),
-    )
-    .await
-    .unwrap();
-}
-
-/// Adds `requests` and `errors` spread over the minutes [from, to).
-async fn traffic(
-    store: &dyn Store,
-    dep: &str,
-    from_ms: i64,
-    to_ms: i64,
-    requests: u64,
-    errors: u64,
-) {
-    let minutes: Vec<i64> = (minute_of(from_ms)..minute_of(to_ms)).collect();
-    let n = minutes.len() as u64;
-    for (i, m) in minutes.iter().enumerate() {
-        let i = i as u64;
-        let share = |total: u64| (total * (i + 1) / n - total * i / n) as f64;
-        store
-            .add_rollup(
-                "production",
-                dep,
-                *m,
-                &[
-                    ("requests".into(), share(requests)),
-                    ("errors_5xx".into(), share(errors)),
-                ],
-            )
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test]
 async fn probes_run_concurrently_and_record_failures_per_deployment() {
@@ -143,8 +82,9 @@ body_contains = "good"
         clock.clone(),
     )
     .await;
-    deploy(
+    deployment_event(
         app.store().as_ref(),
+        "production",
         "dpl_1",
         "deployment.promoted",
         DeploymentState::Promoted,
@@ -180,13 +120,13 @@ body_contains = "good"
     cron(&app, "/api/cron/probe").await;
     let s = app.store();
     assert_eq!(
-        rollback_guard::probe::consecutive_failures(s.as_ref(), "production", "dpl_1")
+        rollback_guard::flows::probe::consecutive_failures(s.as_ref(), "production", "dpl_1")
             .await
             .unwrap(),
         2
     );
     let minute = minute_of(T0);
-    let w = rollback_guard::detect::window::Window::from_rows(
+    let w = rollback_guard::core::detect::window::Window::from_rows(
         &s.rollups("production", "dpl_1", minute, minute + 2)
             .await
             .unwrap(),
@@ -201,24 +141,44 @@ async fn a_bad_deployment_opens_a_critical_incident_with_evidence_and_a_recovery
         TestApp::spawn_with_clock(Backend::Postgres, &[("CRON_SECRET", CRON)], clock.clone()).await;
     let s = app.store().clone();
     // dpl_1 served the previous hour with 0.2% errors; dpl_2 went live at T0.
-    deploy(
+    deployment_event(
         s.as_ref(),
+        "production",
         "dpl_1",
         "deployment.promoted",
         DeploymentState::Promoted,
         T0 - 2 * 3_600_000,
     )
     .await;
-    traffic(s.as_ref(), "dpl_1", T0 - 3_600_000, T0, 12_000, 24).await;
-    deploy(
+    traffic_total(
         s.as_ref(),
+        "production",
+        "dpl_1",
+        T0 - 3_600_000,
+        T0,
+        12_000,
+        24,
+    )
+    .await;
+    deployment_event(
+        s.as_ref(),
+        "production",
         "dpl_2",
         "deployment.promoted",
         DeploymentState::Promoted,
         T0,
     )
     .await;
-    traffic(s.as_ref(), "dpl_2", T0, T0 + 6 * 60_000, 1_200, 96).await;
+    traffic_total(
+        s.as_ref(),
+        "production",
+        "dpl_2",
+        T0,
+        T0 + 6 * 60_000,
+        1_200,
+        96,
+    )
+    .await;
 
     clock.advance(Duration::from_secs(6 * 60));
     let body = cron(&app, "/api/cron/evaluate").await;
@@ -251,7 +211,11 @@ async fn a_bad_deployment_opens_a_critical_incident_with_evidence_and_a_recovery
 
     // The decision is in the audit log, and the chain verifies.
     let audit = s.audit_after(0, 1000).await.unwrap();
-    rollback_guard::audit::verify_chain((0, rollback_guard::audit::GENESIS_HASH), &audit).unwrap();
+    rollback_guard::core::audit::verify_chain(
+        (0, rollback_guard::core::audit::GENESIS_HASH),
+        &audit,
+    )
+    .unwrap();
     assert!(audit.iter().any(|r| r.entry.action == "evaluation"
         && r.entry.subject == "dpl_2"
         && r.entry.detail["verdict"]["level"] == "critical"));
@@ -268,7 +232,7 @@ async fn a_bad_deployment_opens_a_critical_incident_with_evidence_and_a_recovery
     for i in 0..12 {
         clock.advance(Duration::from_secs(60));
         let now = clock.now().as_millis();
-        traffic(s.as_ref(), "dpl_2", now - 60_000, now, 200, 0).await;
+        traffic_total(s.as_ref(), "production", "dpl_2", now - 60_000, now, 200, 0).await;
         let body = cron(&app, "/api/cron/evaluate").await;
         if body["result"]["environments"][0]["incident"]["transition"] == "incident_resolved" {
             resolved_at = Some(i);
@@ -298,15 +262,25 @@ async fn low_traffic_gives_an_explicit_insufficient_data_verdict_and_no_incident
     let app =
         TestApp::spawn_with_clock(Backend::Sqlite, &[("CRON_SECRET", CRON)], clock.clone()).await;
     let s = app.store().clone();
-    deploy(
+    deployment_event(
         s.as_ref(),
+        "production",
         "dpl_1",
         "deployment.promoted",
         DeploymentState::Promoted,
         T0,
     )
     .await;
-    traffic(s.as_ref(), "dpl_1", T0, T0 + 5 * 60_000, 30, 6).await;
+    traffic_total(
+        s.as_ref(),
+        "production",
+        "dpl_1",
+        T0,
+        T0 + 5 * 60_000,
+        30,
+        6,
+    )
+    .await;
     clock.advance(Duration::from_secs(6 * 60));
     let body = cron(&app, "/api/cron/evaluate").await;
     assert_eq!(
@@ -327,15 +301,25 @@ async fn a_healthy_deployment_becomes_last_known_good_after_a_full_window() {
     let app =
         TestApp::spawn_with_clock(Backend::Redis, &[("CRON_SECRET", CRON)], clock.clone()).await;
     let s = app.store().clone();
-    deploy(
+    deployment_event(
         s.as_ref(),
+        "production",
         "dpl_1",
         "deployment.promoted",
         DeploymentState::Promoted,
         T0,
     )
     .await;
-    traffic(s.as_ref(), "dpl_1", T0, T0 + 3 * 60_000, 3_000, 1).await;
+    traffic_total(
+        s.as_ref(),
+        "production",
+        "dpl_1",
+        T0,
+        T0 + 3 * 60_000,
+        3_000,
+        1,
+    )
+    .await;
     clock.advance(Duration::from_secs(3 * 60));
     assert_eq!(
         cron(&app, "/api/cron/evaluate").await["result"]["environments"][0]["level"],
@@ -347,8 +331,9 @@ async fn a_healthy_deployment_becomes_last_known_good_after_a_full_window() {
         "3 minutes is not yet a sustained window"
     );
     clock.advance(Duration::from_secs(3 * 60));
-    traffic(
+    traffic_total(
         s.as_ref(),
+        "production",
         "dpl_1",
         T0 + 3 * 60_000,
         T0 + 6 * 60_000,
@@ -369,8 +354,9 @@ async fn firing_alerts_raised_after_the_deploy_count_against_it() {
     let app =
         TestApp::spawn_with_clock(Backend::Sqlite, &[("CRON_SECRET", CRON)], clock.clone()).await;
     let s = app.store().clone();
-    deploy(
+    deployment_event(
         s.as_ref(),
+        "production",
         "dpl_1",
         "deployment.promoted",
         DeploymentState::Promoted,
@@ -378,7 +364,7 @@ async fn firing_alerts_raised_after_the_deploy_count_against_it() {
     )
     .await;
     let alert = |fp: &str, at: i64| {
-        Signal::Alert(rollback_guard::intake::signal::AlertSignal {
+        Signal::Alert(rollback_guard::flows::intake::signal::AlertSignal {
             source: "alertmanager",
             fingerprint: fp.into(),
             name: format!("alert {fp}"),
@@ -391,7 +377,7 @@ async fn firing_alerts_raised_after_the_deploy_count_against_it() {
         })
     };
     // One started long before the deploy (not this deployment's fault), one after.
-    rollback_guard::intake::record(s.as_ref(), &[alert("old", T0 - 3_600_000)], clock.now())
+    rollback_guard::flows::intake::record(s.as_ref(), &[alert("old", T0 - 3_600_000)], clock.now())
         .await
         .unwrap();
     clock.advance(Duration::from_secs(60));
@@ -400,7 +386,7 @@ async fn firing_alerts_raised_after_the_deploy_count_against_it() {
         body["result"]["environments"][0]["level"],
         "insufficient_data"
     );
-    rollback_guard::intake::record(s.as_ref(), &[alert("new", T0 + 90_000)], clock.now())
+    rollback_guard::flows::intake::record(s.as_ref(), &[alert("new", T0 + 90_000)], clock.now())
         .await
         .unwrap();
     clock.advance(Duration::from_secs(60));

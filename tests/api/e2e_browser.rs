@@ -50,7 +50,9 @@ async fn an_approver_approves_in_a_real_browser_and_production_rolls_back() {
         ],
     )
     .await;
-    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock).as_millis();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
     bad_deploy(app.store().as_ref(), "production", now - 6 * 60_000).await;
     let report = cron(&app, "/api/cron/evaluate").await;
     assert_eq!(
@@ -104,7 +106,11 @@ async fn an_approver_approves_in_a_real_browser_and_production_rolls_back() {
     );
     assert_eq!(vercel.state.lock().unwrap().accepted, 1);
     let audit = app.store().audit_after(0, 1000).await.unwrap();
-    rollback_guard::audit::verify_chain((0, rollback_guard::audit::GENESIS_HASH), &audit).unwrap();
+    rollback_guard::core::audit::verify_chain(
+        (0, rollback_guard::core::audit::GENESIS_HASH),
+        &audit,
+    )
+    .unwrap();
     let approval = audit
         .iter()
         .find(|r| r.entry.action == "approval_approve")

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollback_guard::clock::{ManualClock, SystemClock, Timestamp};
-use rollback_guard::execute::{self, Limits, Plan, Progress};
+use rollback_guard::core::clock::{ManualClock, Timestamp};
+use rollback_guard::flows::execute::{self, Limits, Plan, Progress};
+use rollback_guard::integrations::clock::SystemClock;
+use rollback_guard::integrations::vercel::{Retry, VercelApi, VercelClient};
 use rollback_guard::store::Store;
-use rollback_guard::vercel_api::{Retry, VercelApi, VercelClient};
 use serde_json::json;
 
 use super::fake_vercel::{self, State};
@@ -81,7 +82,10 @@ async fn the_client_gives_up_after_its_attempts_and_does_not_retry_4xx() {
     let client = VercelClient::new(fake_vercel::config(&fake.url), fast_retry());
     let err = client.request_rollback("dpl_good", "x").await.unwrap_err();
     assert!(
-        matches!(err, rollback_guard::vercel_api::VercelError::GaveUp(4)),
+        matches!(
+            err,
+            rollback_guard::integrations::vercel::VercelError::GaveUp(4)
+        ),
         "{err}"
     );
     let err = client
@@ -95,7 +99,7 @@ async fn the_client_gives_up_after_its_attempts_and_does_not_retry_4xx() {
         "4 attempts, then one 404 not retried"
     );
     let mut cfg = fake_vercel::config(&fake.url);
-    cfg.token = rollback_guard::secret::Secret::new("wrong");
+    cfg.token = rollback_guard::core::secret::Secret::new("wrong");
     let err = VercelClient::new(cfg, fast_retry())
         .request_rollback("dpl_good", "x")
         .await
@@ -125,7 +129,7 @@ async fn an_execution_rolls_back_polls_until_vercel_succeeds_and_audits_each_ste
     let doc = t.store.get_doc("execution", &id).await.unwrap().unwrap();
     assert_eq!(doc.status, "succeeded");
     assert_eq!(doc.body["steps"][0]["status"], "succeeded");
-    let cur = rollback_guard::registry::current(t.store.as_ref(), "production")
+    let cur = rollback_guard::flows::registry::current(t.store.as_ref(), "production")
         .await
         .unwrap()
         .unwrap();
@@ -269,7 +273,7 @@ async fn a_failed_vercel_job_fails_the_execution_and_dry_runs_call_nothing() {
         "only the first (non-dry) execution called Vercel"
     );
     assert!(
-        rollback_guard::registry::current(t2.store.as_ref(), "production")
+        rollback_guard::flows::registry::current(t2.store.as_ref(), "production")
             .await
             .unwrap()
             .is_none(),
@@ -316,7 +320,7 @@ trait NowTs {
     fn now_ts(&self) -> Timestamp;
 }
 
-impl<C: rollback_guard::clock::Clock> NowTs for C {
+impl<C: rollback_guard::core::clock::Clock> NowTs for C {
     fn now_ts(&self) -> Timestamp {
         self.now()
     }

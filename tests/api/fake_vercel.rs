@@ -225,9 +225,9 @@ pub async fn start(state: State) -> FakeVercel {
 }
 
 /// Vercel config pointing at the fake.
-pub fn config(url: &str) -> rollback_guard::config::VercelApi {
-    rollback_guard::config::VercelApi {
-        token: rollback_guard::secret::Secret::new(TOKEN),
+pub fn config(url: &str) -> rollback_guard::integrations::vercel::VercelConfig {
+    rollback_guard::integrations::vercel::VercelConfig {
+        token: rollback_guard::core::secret::Secret::new(TOKEN),
         project_id: PROJECT.into(),
         team_id: Some("team_1".into()),
         api_base: url::Url::parse(url).unwrap(),

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use rollback_guard::app::App;
-use rollback_guard::clock::SystemClock;
+use rollback_guard::integrations::clock::SystemClock;
+use rollback_guard::runtime::app::App;
 
 use super::helpers::{config, json, try_config, Backend, TestApp};
 

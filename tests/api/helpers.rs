@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rollback_guard::app::App;
-use rollback_guard::clock::{Clock, SystemClock};
-use rollback_guard::config::{Config, StoreConfig};
-use rollback_guard::secret::Secret;
+use rollback_guard::core::clock::Clock;
+use rollback_guard::core::secret::Secret;
+use rollback_guard::integrations::clock::SystemClock;
+use rollback_guard::runtime::app::App;
+use rollback_guard::runtime::config::{Config, StoreConfig};
 use rollback_guard::store::{self, PostgresStore, RedisStore, Store};
 
 pub fn pg_url() -> String {
@@ -121,7 +122,9 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
     try_config(vars).unwrap_or_else(|e| panic!("test config invalid: {e}"))
 }
 
-pub fn try_config(vars: &[(&str, &str)]) -> Result<Config, rollback_guard::config::ConfigErrors> {
+pub fn try_config(
+    vars: &[(&str, &str)],
+) -> Result<Config, rollback_guard::runtime::config::ConfigErrors> {
     let map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -176,7 +179,7 @@ impl TestApp {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(rollback_guard::server::serve(
+        tokio::spawn(rollback_guard::runtime::server::serve(
             listener,
             Arc::new(app),
             async {

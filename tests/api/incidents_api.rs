@@ -12,7 +12,9 @@ async fn operators_list_incidents_and_read_one_with_its_audit_trail() {
         &[("CRON_SECRET", CRON), ("OPERATOR_TOKEN", OPERATOR)],
     )
     .await;
-    let now = rollback_guard::clock::Clock::now(&rollback_guard::clock::SystemClock).as_millis();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
     bad_deploy(app.store().as_ref(), "production", now - 6 * 60_000).await;
     cron(&app, "/api/cron/evaluate").await;
 

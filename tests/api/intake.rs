@@ -1,128 +1,11 @@
 //! `POST /api/alerts` with each source's documented payloads and signatures.
 
-use rollback_guard::intake::verify::{sign_sha1_hex, sign_sha256_hex, sign_standard_webhooks};
+use rollback_guard::flows::intake::verify::sign_sha256_hex;
 use rollback_guard::store::DocFilter;
 use serde_json::json;
 
 use super::helpers::{json, Backend, TestApp};
-
-const SENTRY: &str = "sentry-client-secret-1";
-const VERCEL: &str = "vercel-webhook-secret-1";
-const DRAIN: &str = "vercel-drain-secret-1";
-const AM_TOKEN: &str = "alertmanager-token-0123456789";
-const GENERIC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const GRAFANA: &str = "grafana-secret-1";
-
-pub async fn spawn(backend: Backend) -> TestApp {
-    TestApp::spawn(
-        backend,
-        &[
-            ("SENTRY_CLIENT_SECRET", SENTRY),
-            ("VERCEL_WEBHOOK_SECRET", VERCEL),
-            ("VERCEL_LOG_DRAIN_SECRET", DRAIN),
-            ("ALERTMANAGER_TOKEN", AM_TOKEN),
-            ("GENERIC_WEBHOOK_SECRET", GENERIC),
-            ("GRAFANA_WEBHOOK_SECRET", GRAFANA),
-        ],
-    )
-    .await
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-pub fn sentry_metric_alert(action: &str) -> serde_json::Value {
-    json!({
-        "action": action,
-        "installation": {"uuid": "7a485448-a9e2-4c85-8a3c-4f44175783c9"},
-        "data": {
-            "metric_alert": {
-                "id": "7", "identifier": "7", "title": "High error rate", "status": 20,
-                "date_started": "2026-11-25T10:00:00.000000Z", "date_detected": "2026-11-25T10:01:00.000000Z",
-                "alert_rule": {"id": 42, "name": "High error rate", "aggregate": "count()", "environment": "production", "time_window": 5}
-            },
-            "description_title": "Critical: High error rate",
-            "description_text": "120 events in the last 5 minutes",
-            "web_url": "https://sentry.io/organizations/acme/alerts/rules/details/42/"
-        },
-        "actor": {"type": "application", "id": "sentry", "name": "Sentry"}
-    })
-}
-
-pub async fn post_sentry(
-    app: &TestApp,
-    resource: &str,
-    body: &serde_json::Value,
-) -> reqwest::Response {
-    let bytes = serde_json::to_vec(body).unwrap();
-    app.client
-        .post(app.url("/api/alerts?source=sentry"))
-        .header("content-type", "application/json")
-        .header("sentry-hook-resource", resource)
-        .header("sentry-hook-timestamp", now_secs().to_string())
-        .header(
-            "sentry-hook-signature",
-            sign_sha256_hex(SENTRY.as_bytes(), &[&bytes]),
-        )
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-}
-
-pub async fn post_vercel(app: &TestApp, body: &serde_json::Value) -> reqwest::Response {
-    let bytes = serde_json::to_vec(body).unwrap();
-    app.client
-        .post(app.url("/api/alerts?source=vercel"))
-        .header(
-            "x-vercel-signature",
-            sign_sha1_hex(VERCEL.as_bytes(), &bytes),
-        )
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-}
-
-pub fn vercel_event(
-    kind: &str,
-    delivery: &str,
-    deployment: &str,
-    target: Option<&str>,
-    created_at: i64,
-) -> serde_json::Value {
-    json!({
-        "type": kind, "id": delivery, "createdAt": created_at, "region": "iad1",
-        "payload": {
-            "team": {"id": "team_1"}, "user": {"id": "user_1"},
-            "deployment": {"id": deployment, "url": format!("{deployment}.vercel.app"), "name": "shop",
-                           "meta": {"githubCommitSha": format!("sha-{deployment}")}},
-            "links": {"deployment": "https://vercel.com/acme/shop/x", "project": "https://vercel.com/acme/shop"},
-            "target": target, "project": {"id": "prj_1"}, "plan": "pro", "regions": ["iad1"]
-        }
-    })
-}
-
-pub async fn post_generic(app: &TestApp, id: &str, body: &serde_json::Value) -> reqwest::Response {
-    let bytes = serde_json::to_vec(body).unwrap();
-    let ts = now_secs();
-    app.client
-        .post(app.url("/api/alerts?source=generic"))
-        .header("webhook-id", id)
-        .header("webhook-timestamp", ts.to_string())
-        .header(
-            "webhook-signature",
-            sign_standard_webhooks(GENERIC, id, ts, &bytes),
-        )
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-}
+use super::senders::*;
 
 #[tokio::test]
 async fn sentry_metric_alerts_open_and_resolve_an_alert_state() {
@@ -257,7 +140,7 @@ async fn generic_metrics_fill_rollups_including_latency_and_custom_counters() {
     assert_eq!(res.status(), 202);
     assert_eq!(json(res).await["signals"], 2);
     let minute = 1_795_600_800_000i64 / 60_000;
-    let w = rollback_guard::detect::window::Window::from_rows(
+    let w = rollback_guard::core::detect::window::Window::from_rows(
         &app.store()
             .rollups("production", "dpl_g", minute, minute + 1)
             .await
@@ -288,20 +171,7 @@ async fn generic_metrics_fill_rollups_including_latency_and_custom_counters() {
 async fn generic_deliveries_with_stale_timestamps_are_refused() {
     let app = spawn(Backend::Sqlite).await;
     let bytes = br#"{"metrics": {"requests": 1}}"#.to_vec();
-    let ts = now_secs() - 3600;
-    let res = app
-        .client
-        .post(app.url("/api/alerts?source=generic"))
-        .header("webhook-id", "msg_old")
-        .header("webhook-timestamp", ts.to_string())
-        .header(
-            "webhook-signature",
-            sign_standard_webhooks(GENERIC, "msg_old", ts, &bytes),
-        )
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let res = post_generic_at(&app, "msg_old", now_secs() - 3600, bytes).await;
     assert_eq!(res.status(), 401);
     assert!(json(res).await["detail"]
         .as_str()
@@ -326,7 +196,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
         .await;
         assert_eq!(res.status(), 202, "{kind}");
     }
-    let cur = rollback_guard::registry::current(s.as_ref(), "production")
+    let cur = rollback_guard::flows::registry::current(s.as_ref(), "production")
         .await
         .unwrap()
         .unwrap();
@@ -364,7 +234,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
         .status(),
         202
     );
-    let cur = rollback_guard::registry::current(s.as_ref(), "production")
+    let cur = rollback_guard::flows::registry::current(s.as_ref(), "production")
         .await
         .unwrap()
         .unwrap();
@@ -387,7 +257,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
     )
     .await;
     assert_eq!(
-        rollback_guard::registry::current(s.as_ref(), "production")
+        rollback_guard::flows::registry::current(s.as_ref(), "production")
             .await
             .unwrap()
             .unwrap()
@@ -405,7 +275,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
         ),
     )
     .await;
-    let cur = rollback_guard::registry::current(s.as_ref(), "production")
+    let cur = rollback_guard::flows::registry::current(s.as_ref(), "production")
         .await
         .unwrap()
         .unwrap();
@@ -425,7 +295,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
     )
     .await;
     assert_eq!(
-        rollback_guard::registry::current(s.as_ref(), "preview")
+        rollback_guard::flows::registry::current(s.as_ref(), "preview")
             .await
             .unwrap()
             .unwrap()
@@ -433,7 +303,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
         "dpl_p"
     );
     assert_eq!(
-        rollback_guard::registry::current(s.as_ref(), "production")
+        rollback_guard::flows::registry::current(s.as_ref(), "production")
             .await
             .unwrap()
             .unwrap()
@@ -476,21 +346,11 @@ async fn log_drain_batches_count_requests_once_and_crashes_as_errors() {
         json!({"id": "5", "deploymentId": "dpl_d", "source": "static", "host": "shop.vercel.app", "timestamp": t + 30, "projectId": "prj_1", "level": "info", "requestId": "r4", "proxy": {"statusCode": 304}}),
     ];
     let ndjson: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let res = app
-        .client
-        .post(app.url("/api/alerts?source=logdrain"))
-        .header(
-            "x-vercel-signature",
-            sign_sha1_hex(DRAIN.as_bytes(), ndjson.as_bytes()),
-        )
-        .body(ndjson.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post_drain(&app, &ndjson).await;
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     let minute = t / 60_000;
     // Unknown deployment and no environment field: attributed to production.
-    let w = rollback_guard::detect::window::Window::from_rows(
+    let w = rollback_guard::core::detect::window::Window::from_rows(
         &app.store()
             .rollups("production", "dpl_d", minute, minute + 1)
             .await
@@ -500,17 +360,7 @@ async fn log_drain_batches_count_requests_once_and_crashes_as_errors() {
 
     // The same batch as a JSON array is accepted too (it is a different body, so not a duplicate).
     let array = serde_json::to_string(&lines).unwrap();
-    let res = app
-        .client
-        .post(app.url("/api/alerts?source=logdrain"))
-        .header(
-            "x-vercel-signature",
-            sign_sha1_hex(DRAIN.as_bytes(), array.as_bytes()),
-        )
-        .body(array)
-        .send()
-        .await
-        .unwrap();
+    let res = post_drain(&app, &array).await;
     assert_eq!(res.status(), 202);
 }
 
@@ -525,17 +375,7 @@ async fn grafana_signed_payloads_are_accepted() {
                     "generatorURL": "http://grafana/alerting/1", "fingerprint": "c6eadffa33f6c6e1", "values": {"A": 2.3}, "valueString": "A=2.3"}]
     }))
     .unwrap();
-    let res = app
-        .client
-        .post(app.url("/api/alerts?source=grafana"))
-        .header(
-            "x-grafana-alerting-signature",
-            sign_sha256_hex(GRAFANA.as_bytes(), &[&body]),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = post_grafana(&app, body).await;
     assert_eq!(res.status(), 202);
     let doc = app
         .store()
@@ -551,8 +391,8 @@ async fn grafana_signed_payloads_are_accepted() {
 
 #[tokio::test]
 async fn a_store_outage_answers_503_so_the_sender_retries() {
-    use rollback_guard::app::App;
-    use rollback_guard::clock::SystemClock;
+    use rollback_guard::integrations::clock::SystemClock;
+    use rollback_guard::runtime::app::App;
     let cfg = super::helpers::config(&[
         ("DATABASE_URL", "postgres://guard@127.0.0.1:1/app"),
         ("ALERTMANAGER_TOKEN", AM_TOKEN),

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollback_guard::lease::{run_exclusive, LeaseOutcome};
+use rollback_guard::store::lease::{run_exclusive, LeaseOutcome};
 
 use super::helpers::{system_clock, Backend, TestStore};
 

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use rollback_guard::clock::{Clock, SystemClock};
-use rollback_guard::intake::verify::sign_sha256_hex;
+use rollback_guard::core::clock::Clock;
+use rollback_guard::flows::intake::verify::sign_sha256_hex;
+use rollback_guard::integrations::clock::SystemClock;
 use serde_json::json;
 
 use super::approval::{bad_deploy, cron, CRON, KEYS};

@@ -8,8 +8,8 @@ mod cases {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use rollback_guard::audit::{verify_chain, AuditEntry, GENESIS_HASH};
-    use rollback_guard::clock::Timestamp;
+    use rollback_guard::core::audit::{verify_chain, AuditEntry, GENESIS_HASH};
+    use rollback_guard::core::clock::Timestamp;
     use rollback_guard::store::{
         Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow, Store, StoreError,
     };

@@ -1,0 +1,322 @@
+//! The operator CLI's commands that talk to a running guard over HTTP
+//! (`--url`, default `$ROLLBACK_GUARD_URL` or `http://127.0.0.1:3000`, with
+//! `$OPERATOR_TOKEN`), and `migrations check`, which reads the migrations
+//! folder. Every command that changes something shows what it will do and
+//! acts only with `--yes`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+/// A command's printable result and exit code.
+pub struct Output {
+    pub text: String,
+    pub code: u8,
+}
+
+fn ok(text: String) -> Output {
+    Output { text, code: 0 }
+}
+
+/// A failed command (exit code 1) with its message.
+pub fn fail(text: impl Into<String>) -> Output {
+    Output {
+        text: text.into(),
+        code: 1,
+    }
+}
+
+/// HTTP access to a guard.
+pub struct Guard {
+    pub base: String,
+    pub token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Guard {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .expect("static client configuration");
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let res = req
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.base, e.without_url()))?;
+        let status = res.status().as_u16();
+        let body = res.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, Value), String> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+}
+
+fn error_of(status: u16, body: &Value) -> String {
+    format!(
+        "{status} {}: {}",
+        body["code"].as_str().unwrap_or("error"),
+        body["detail"].as_str().unwrap_or("(no detail)")
+    )
+}
+
+/// `status`: health plus open incidents.
+pub async fn status(g: &Guard) -> Output {
+    let health = match g.get("/api/health").await {
+        Ok((_, h)) => h,
+        Err(e) => return fail(e),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "guard     {} ({})",
+        g.base,
+        health["status"].as_str().unwrap_or("unknown")
+    );
+    let _ = writeln!(
+        out,
+        "store     {} reachable={}",
+        health["store"]["backend"].as_str().unwrap_or("?"),
+        health["store"]["reachable"]
+    );
+    for e in health["config"]["errors"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "config    ERROR {}: {}",
+            e["key"].as_str().unwrap_or("?"),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
+    for w in health["config"]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(out, "config    warning: {}", w.as_str().unwrap_or(""));
+    }
+    match g.get("/api/incidents?status=open").await {
+        Ok((200, body)) => {
+            let list = body["incidents"].as_array().cloned().unwrap_or_default();
+            let _ = writeln!(out, "incidents {} open", list.len());
+            for i in list {
+                let _ = writeln!(
+                    out,
+                    "  {}  {:<11} {:<9} {}",
+                    i["id"].as_str().unwrap_or("?"),
+                    i["environment"].as_str().unwrap_or("?"),
+                    i["level"].as_str().unwrap_or("?"),
+                    i["deployment_id"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Ok((s, body)) => {
+            let _ = writeln!(out, "incidents unavailable: {}", error_of(s, &body));
+        }
+        Err(e) => return fail(e),
+    }
+    Output {
+        code: u8::from(health["status"] != "ok"),
+        text: out,
+    }
+}
+
+/// `incidents`: the list, or one incident in full.
+pub async fn incidents(g: &Guard, id: Option<&str>, status: Option<&str>) -> Output {
+    let path = match (id, status) {
+        (Some(id), _) => format!("/api/incidents/{id}"),
+        (None, Some(s)) => format!("/api/incidents?status={s}"),
+        (None, None) => "/api/incidents".into(),
+    };
+    match g.get(&path).await {
+        Ok((200, body)) => ok(serde_json::to_string_pretty(&body).unwrap_or_default()),
+        Ok((s, body)) => fail(error_of(s, &body)),
+        Err(e) => fail(e),
+    }
+}
+
+/// `rollback`: shows the plan; with `yes`, executes it.
+pub async fn rollback(
+    g: &Guard,
+    environment: &str,
+    target: Option<&str>,
+    reason: Option<&str>,
+    yes: bool,
+) -> Output {
+    let mut body = json!({"environment": environment, "preview": true});
+    if let Some(t) = target {
+        body["target_deployment"] = json!(t);
+    }
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    let url = format!("{}/api/rollback", g.base);
+    let plan = match g.send(g.http.post(&url).json(&body)).await {
+        Ok((200, b)) => b["plan"].clone(),
+        Ok((s, b)) => return fail(error_of(s, &b)),
+        Err(e) => return fail(e),
+    };
+    let mut out = format!(
+        "plan: roll back {} from {} to {}{}\n",
+        plan["environment"].as_str().unwrap_or("?"),
+        plan["from_deployment"].as_str().unwrap_or("?"),
+        plan["target_deployment"].as_str().unwrap_or("?"),
+        if plan["dry_run"] == true {
+            " (dry run: the guard has no VERCEL_TOKEN)"
+        } else {
+            ""
+        }
+    );
+    if !yes {
+        out.push_str("nothing done; run again with --yes to execute\n");
+        return ok(out);
+    }
+    body["preview"] = json!(false);
+    match g.send(g.http.post(&url).json(&body)).await {
+        Ok((200, b)) => {
+            let r = &b["rollback"];
+            let _ = writeln!(
+                out,
+                "rollback {}: {}",
+                r["execution_id"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?")
+            );
+            if let Some(e) = r["error"].as_str() {
+                let _ = writeln!(out, "error: {e}");
+            }
+            Output {
+                code: u8::from(r["status"] == "failed"),
+                text: out,
+            }
+        }
+        Ok((s, b)) => fail(format!("{out}{}", error_of(s, &b))),
+        Err(e) => fail(e),
+    }
+}
+
+/// `approve`: shows what a link approves; with `yes`, records the decision.
+pub async fn approve(g: &Guard, link_or_token: &str, reject: bool, yes: bool) -> Output {
+    let token = link_or_token
+        .split("token=")
+        .nth(1)
+        .unwrap_or(link_or_token)
+        .split('&')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let base = link_or_token
+        .split("/api/approve")
+        .next()
+        .filter(|b| b.starts_with("http"))
+        .unwrap_or(&g.base)
+        .to_string();
+    let view = match g
+        .send(
+            g.http
+                .get(format!("{base}/api/approve"))
+                .query(&[("token", &token)]),
+        )
+        .await
+    {
+        Ok((200, b)) => b,
+        Ok((s, b)) => return fail(error_of(s, &b)),
+        Err(e) => return fail(e),
+    };
+    let r = &view["request"];
+    let mut out = format!(
+        "request {} ({}) for {}: roll back {} from {} to {}; {} of {} approvals\n",
+        r["id"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        view["approver"].as_str().unwrap_or("?"),
+        r["environment"].as_str().unwrap_or("?"),
+        r["from_deployment"].as_str().unwrap_or("?"),
+        r["target_deployment"].as_str().unwrap_or("?"),
+        r["approvals"],
+        r["quorum"]
+    );
+    if !yes {
+        out.push_str("nothing recorded; run again with --yes to ");
+        out.push_str(if reject { "reject\n" } else { "approve\n" });
+        return ok(out);
+    }
+    let decision = if reject { "reject" } else { "approve" };
+    match g
+        .send(
+            g.http
+                .post(format!("{base}/api/approve"))
+                .form(&[("token", token.as_str()), ("decision", decision)]),
+        )
+        .await
+    {
+        Ok((200, b)) => {
+            let _ = writeln!(
+                out,
+                "recorded: {decision}; request is now {}",
+                b["request"]["state"].as_str().unwrap_or("?")
+            );
+            if let Some(s) = b["rollback"]["status"].as_str() {
+                let _ = writeln!(out, "rollback: {s}");
+            }
+            ok(out)
+        }
+        Ok((s, b)) => fail(format!("{out}{}", error_of(s, &b))),
+        Err(e) => fail(e),
+    }
+}
+
+/// `migrations check`: every migration has a down script; destructive ones are flagged.
+pub fn migrations_check(dir: &Path, down_file: &str) -> Output {
+    let list = match crate::integrations::migrations::read_dir(dir, down_file) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot read {}: {e}", dir.display())),
+    };
+    let mut out = String::new();
+    let mut missing = 0;
+    for m in &list {
+        match &m.down_sql {
+            None => {
+                missing += 1;
+                let _ = writeln!(out, "MISSING   {}  (no {down_file})", m.name);
+            }
+            Some(down) => {
+                let reasons = crate::core::sql::destructive(down);
+                if reasons.is_empty() {
+                    let _ = writeln!(out, "ok        {}", m.name);
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "DESTRUCTIVE {}  needs a verified pre-migration backup to roll back:",
+                        m.name
+                    );
+                    for r in reasons {
+                        let _ = writeln!(out, "            - {r}");
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} migrations, {missing} without a down script",
+        list.len()
+    );
+    Output {
+        code: u8::from(missing > 0 || list.is_empty()),
+        text: out,
+    }
+}

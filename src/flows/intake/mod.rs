@@ -1,0 +1,290 @@
+//! Alert intake: `POST /api/alerts?source=…`. Each delivery is verified on
+//! its raw bytes, parsed, deduplicated (delivery id or body hash), and stored
+//! before the answer: 202 accepted, 200 duplicate, 400 malformed, 401 bad
+//! signature, 413 too large, 503 store trouble (so the sender retries; a
+//! claim taken for a failed delivery is withdrawn, so the retry is not
+//! mistaken for a duplicate).
+
+pub mod signal;
+pub mod sources;
+pub mod verify;
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::core::clock::Timestamp;
+use crate::core::detect::window::minute_of;
+use crate::flows::registry;
+use crate::store::{Doc, Store, StoreResult};
+use signal::{AlertSignal, MetricBatch, Signal};
+use verify::VerifyError;
+
+/// Webhook verification secrets, one per alert source.
+#[derive(Clone, Debug, Default)]
+pub struct AlertSecrets {
+    pub sentry_client_secret: Option<crate::core::secret::Secret>,
+    pub vercel_webhook_secret: Option<crate::core::secret::Secret>,
+    pub vercel_log_drain_secret: Option<crate::core::secret::Secret>,
+    /// Token Vercel asks a drain endpoint to echo in `x-vercel-verify` (not a secret).
+    pub vercel_drain_verify: Option<String>,
+    pub grafana_secret: Option<crate::core::secret::Secret>,
+    /// Header Grafana puts its signed timestamp in, when one is configured there.
+    pub grafana_timestamp_header: Option<String>,
+    pub alertmanager_token: Option<crate::core::secret::Secret>,
+    pub generic_secret: Option<crate::core::secret::Secret>,
+}
+
+/// How long a delivery id is remembered for dedupe.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Document kind of alert states.
+pub const ALERT_KIND: &str = "alert";
+
+/// A supported sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Sentry,
+    Alertmanager,
+    Grafana,
+    Vercel,
+    LogDrain,
+    Generic,
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Option<Source> {
+        Some(match s {
+            "sentry" => Source::Sentry,
+            "alertmanager" => Source::Alertmanager,
+            "grafana" => Source::Grafana,
+            "vercel" => Source::Vercel,
+            "logdrain" => Source::LogDrain,
+            "generic" => Source::Generic,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Sentry => "sentry",
+            Source::Alertmanager => "alertmanager",
+            Source::Grafana => "grafana",
+            Source::Vercel => "vercel",
+            Source::LogDrain => "logdrain",
+            Source::Generic => "generic",
+        }
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
+    h.get(name)
+        .ok_or(VerifyError::MissingHeader(name))?
+        .to_str()
+        .map_err(|_| VerifyError::MalformedHeader(name))
+}
+
+/// Checks the delivery's authenticity for its source.
+pub fn authenticate(
+    source: Source,
+    secrets: &AlertSecrets,
+    h: &HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<(), VerifyError> {
+    match source {
+        Source::Sentry => {
+            let s = secrets
+                .sentry_client_secret
+                .as_ref()
+                .ok_or(VerifyError::NotConfigured("SENTRY_CLIENT_SECRET"))?;
+            verify::hmac_sha256_hex(
+                s.expose().as_bytes(),
+                &[body],
+                header(h, "sentry-hook-signature")?,
+            )
+        }
+        Source::Vercel => {
+            let s = secrets
+                .vercel_webhook_secret
+                .as_ref()
+                .ok_or(VerifyError::NotConfigured("VERCEL_WEBHOOK_SECRET"))?;
+            verify::hmac_sha1_hex(
+                s.expose().as_bytes(),
+                body,
+                header(h, "x-vercel-signature")?,
+            )
+        }
+        Source::LogDrain => {
+            let s = secrets
+                .vercel_log_drain_secret
+                .as_ref()
+                .ok_or(VerifyError::NotConfigured("VERCEL_LOG_DRAIN_SECRET"))?;
+            verify::hmac_sha1_hex(
+                s.expose().as_bytes(),
+                body,
+                header(h, "x-vercel-signature")?,
+            )
+        }
+        Source::Grafana => {
+            let s = secrets
+                .grafana_secret
+                .as_ref()
+                .ok_or(VerifyError::NotConfigured("GRAFANA_WEBHOOK_SECRET"))?;
+            let ts = match &secrets.grafana_timestamp_header {
+                Some(name) => Some(
+                    h.get(name.as_str())
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or(VerifyError::MissingHeader("timestamp"))?,
+                ),
+                None => None,
+            };
+            verify::grafana(
+                s.expose().as_bytes(),
+                body,
+                header(h, "x-grafana-alerting-signature")?,
+                ts,
+                now,
+            )
+        }
+        Source::Alertmanager => {
+            let s = secrets
+                .alertmanager_token
+                .as_ref()
+                .ok_or(VerifyError::NotConfigured("ALERTMANAGER_TOKEN"))?;
+            let presented = header(h, "authorization")?
+                .strip_prefix("Bearer ")
+                .ok_or(VerifyError::MalformedHeader("authorization"))?;
+            if s.matches(presented.as_bytes()) {
+                Ok(())
+            } else {
+                Err(VerifyError::BadSignature)
+            }
+        }
+        Source::Generic => {
+            let s = secrets
+                .generic_secret
+                .as_ref()
+                .ok_or(VerifyError::NotConfigured("GENERIC_WEBHOOK_SECRET"))?;
+            verify::standard_webhooks(
+                s.expose(),
+                header(h, "webhook-id")?,
+                header(h, "webhook-timestamp")?,
+                header(h, "webhook-signature")?,
+                body,
+                now,
+            )
+        }
+    }
+}
+
+/// The dedupe key: the sender's delivery id when it has one, else the body hash.
+pub fn dedupe_key(source: Source, h: &HeaderMap, body: &[u8]) -> String {
+    let id = match source {
+        Source::Generic => h
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        Source::Vercel => sources::vercel::delivery_id(body),
+        _ => None,
+    };
+    id.unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body))))
+}
+
+/// Parses a verified body.
+pub fn parse(
+    source: Source,
+    h: &HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Vec<Signal>, signal::Malformed> {
+    match source {
+        Source::Sentry => {
+            let resource = h
+                .get("sentry-hook-resource")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            sources::sentry::parse(resource, body, now)
+        }
+        Source::Alertmanager => sources::alertmanager::parse("alertmanager", body, now),
+        Source::Grafana => sources::alertmanager::parse("grafana", body, now),
+        Source::Vercel => sources::vercel::parse(body, now),
+        Source::LogDrain => sources::logdrain::parse(body, now),
+        Source::Generic => sources::generic::parse(body, now),
+    }
+}
+
+/// Stores every signal of one delivery.
+pub async fn record(store: &dyn Store, signals: &[Signal], now: Timestamp) -> StoreResult<()> {
+    for s in signals {
+        match s {
+            Signal::Deployment(ev) => {
+                registry::apply_event(store, ev).await?;
+                store
+                    .append_audit(crate::core::audit::AuditEntry {
+                        at: now,
+                        actor: "webhook:vercel".into(),
+                        action: "deployment_event".into(),
+                        subject: ev.id.clone(),
+                        detail: json!({"event": ev.event, "environment": ev.environment, "state": ev.state.as_str()}),
+                    })
+                    .await?;
+            }
+            Signal::Metrics(m) => record_metrics(store, m).await?,
+            Signal::Alert(a) => record_alert(store, a, now).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn record_metrics(store: &dyn Store, m: &MetricBatch) -> StoreResult<()> {
+    let (environment, deployment) = match (&m.environment, &m.deployment) {
+        (Some(env), Some(dep)) => (env.clone(), dep.clone()),
+        (None, Some(dep)) => {
+            let env = store
+                .deployment(dep)
+                .await?
+                .map_or_else(|| "production".to_string(), |d| d.environment);
+            (env, dep.clone())
+        }
+        (env, None) => {
+            let env = env.clone().unwrap_or_else(|| "production".into());
+            let dep = registry::current(store, &env)
+                .await?
+                .map_or_else(|| "unknown".to_string(), |c| c.deployment_id);
+            (env, dep)
+        }
+    };
+    store
+        .add_rollup(
+            &environment,
+            &deployment,
+            minute_of(m.at.as_millis()),
+            &m.counters,
+        )
+        .await
+}
+
+async fn record_alert(store: &dyn Store, a: &AlertSignal, now: Timestamp) -> StoreResult<()> {
+    let id = format!("{}:{}", a.source, a.fingerprint);
+    crate::store::upsert_doc(store, ALERT_KIND, &id, |existing| {
+        let first_seen = existing
+            .filter(|d| d.status == "firing")
+            .and_then(|d| d.body.get("first_seen").and_then(|v| v.as_i64()))
+            .unwrap_or(a.at.as_millis());
+        Doc {
+            kind: ALERT_KIND.into(),
+            id: id.clone(),
+            version: 0,
+            scope: a.environment.clone().unwrap_or_else(|| "unknown".into()),
+            status: if a.firing { "firing" } else { "resolved" }.into(),
+            updated_at: now,
+            body: json!({
+                "source": a.source, "name": a.name, "severity": a.severity, "deployment": a.deployment,
+                "first_seen": first_seen, "last_seen": a.at.as_millis(), "detail": a.detail,
+            }),
+        }
+    })
+    .await
+}

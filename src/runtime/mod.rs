@@ -1,0 +1,9 @@
+//! Wiring: the application state shared by every request, typed
+//! configuration (the only reader of environment variables), the local
+//! server, the Vercel adapter and telemetry.
+
+pub mod app;
+pub mod config;
+pub mod server;
+pub mod telemetry;
+pub mod vercel;

@@ -1,0 +1,83 @@
+//! `/api/alerts`: the HTTP face of intake. Picks the source from the query,
+//! then authenticates, parses, dedupes and records through [`crate::flows::intake`].
+
+use http::StatusCode;
+use serde_json::json;
+
+use crate::flows::intake::{authenticate, dedupe_key, parse, record, Source, DEDUPE_TTL};
+use crate::runtime::app::App;
+use crate::web::error::ApiError;
+use crate::web::respond::{json_response, Request, Response};
+
+/// `/api/alerts`: GET answers Vercel's drain ownership check (and says which
+/// sources exist); POST is a delivery. When `VERCEL_DRAIN_VERIFY` is set every
+/// answer carries it in `x-vercel-verify`.
+pub async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
+    let verify = app
+        .config()
+        .ok()
+        .and_then(|c| c.alert_secrets.vercel_drain_verify.clone());
+    let res = if req.method() == http::Method::GET {
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "sources": ["sentry", "alertmanager", "grafana", "vercel", "logdrain", "generic"]}),
+        ))
+    } else {
+        receive(app, req).await
+    };
+    let add = |mut r: Response| {
+        if let Some(v) = verify
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            r.headers_mut().insert("x-vercel-verify", v);
+        }
+        r
+    };
+    match res {
+        Ok(r) => Ok(add(r)),
+        Err(e) => Ok(add(e.into_response())),
+    }
+}
+
+/// `POST /api/alerts?source=…`.
+pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
+    let query = req.uri().query().unwrap_or("");
+    let source_name = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "source")
+        .map(|(_, v)| v.into_owned());
+    let source = match source_name.as_deref() {
+        Some(s) => Source::parse(s).ok_or_else(|| {
+            ApiError::bad_request("unknown_source", format!("source {s:?} is not one of sentry, alertmanager, grafana, vercel, logdrain, generic"))
+        })?,
+        None => return Err(ApiError::bad_request("missing_source", "add ?source=sentry|alertmanager|grafana|vercel|logdrain|generic")),
+    };
+    let config = app.config()?;
+    let now = app.clock().now();
+    let (parts, body) = req.into_parts();
+    authenticate(source, &config.alert_secrets, &parts.headers, &body, now).map_err(|e| {
+        tracing::warn!(source = source.name(), error = %e, "delivery refused");
+        ApiError::unauthorized(e.to_string())
+    })?;
+    let signals = parse(source, &parts.headers, &body, now)
+        .map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    let store = app.store().await?;
+    let scope = format!("intake:{}", source.name());
+    let key = dedupe_key(source, &parts.headers, &body);
+    if !store.claim_once(&scope, &key, now, DEDUPE_TTL).await? {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "duplicate"}),
+        ));
+    }
+    if let Err(e) = record(store.as_ref(), &signals, now).await {
+        if let Err(release) = store.release_claim(&scope, &key).await {
+            tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
+        }
+        return Err(e.into());
+    }
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"status": "accepted", "signals": signals.len()}),
+    ))
+}

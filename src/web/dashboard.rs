@@ -1,0 +1,338 @@
+//! `GET /api/dashboard`: one server-rendered page for operators — open and
+//! recent incidents, each environment's deployments (current and last known
+//! good marked) with per-minute error-rate and P95 charts (inline SVG, no
+//! JavaScript), approvals, rollbacks, and the audit trail with its chain
+//! check. Browsers authenticate once through a form (`POST`) that sets an
+//! HttpOnly, SameSite=Strict cookie; API clients may send the bearer token.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+
+use crate::core::audit::{verify_chain, GENESIS_HASH};
+use crate::core::clock::Timestamp;
+use crate::core::detect::window::{minute_of, Window};
+use crate::core::html::escape;
+use crate::runtime::app::App;
+use crate::store::{DocFilter, Store, StoreResult};
+use crate::web::error::ApiError;
+use crate::web::respond::{html_page, html_response};
+use crate::web::respond::{Request, Response};
+
+const COOKIE: &str = "rg_operator";
+
+fn cookie_token(req: &Request) -> Option<String> {
+    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    cookies
+        .split(';')
+        .map(str::trim)
+        .find_map(|c| c.strip_prefix(&format!("{COOKIE}=")).map(String::from))
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(String::from)
+}
+
+/// `GET`: the dashboard, or the sign-in form.
+pub async fn get(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let Some(secret) = &config.operator_token else {
+        return Ok(html_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Dashboard",
+            "<h1>Dashboard disabled</h1><p>Set OPERATOR_TOKEN to enable it.</p>",
+        ));
+    };
+    let presented = bearer(req).or_else(|| cookie_token(req));
+    if !presented.is_some_and(|t| secret.matches(t.as_bytes())) {
+        return Ok(sign_in(StatusCode::UNAUTHORIZED, ""));
+    }
+    let store = app.store().await?;
+    let html = render(store.as_ref(), app.clock().now()).await?;
+    Ok(html_page(StatusCode::OK, "rollback-guard", &html, 72))
+}
+
+/// `POST`: checks the token from the form and sets the session cookie.
+pub async fn post(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let config = app.config()?;
+    let token = url::form_urlencoded::parse(req.body())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    match &config.operator_token {
+        Some(secret) if secret.matches(token.trim().as_bytes()) => {
+            let secure = config
+                .public_base_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https");
+            let cookie = format!(
+                "{COOKIE}={}; Path=/api/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200{}",
+                token.trim(),
+                if secure { "; Secure" } else { "" }
+            );
+            let mut res = http::Response::new(Bytes::new());
+            *res.status_mut() = StatusCode::SEE_OTHER;
+            res.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/api/dashboard"));
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&cookie).map_err(|_| {
+                    ApiError::bad_request("invalid_token", "token has invalid characters")
+                })?,
+            );
+            Ok(res)
+        }
+        _ => Ok(sign_in(
+            StatusCode::UNAUTHORIZED,
+            "That token is not valid.",
+        )),
+    }
+}
+
+fn sign_in(status: StatusCode, error: &str) -> Response {
+    let err = if error.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"critical\">{}</p>", escape(error))
+    };
+    html_response(
+        status,
+        "Sign in",
+        &format!("<h1>rollback-guard</h1>{err}<form method=\"post\" action=\"/api/dashboard\"><input type=\"password\" name=\"token\" placeholder=\"Operator token\" autocomplete=\"current-password\" required style=\"flex:1;padding:.6rem;font-size:1rem\"><button class=\"reject\">Sign in</button></form>"),
+    )
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map(|m| Timestamp::from_millis(m).to_rfc3339()[..19].replace('T', " "))
+        .unwrap_or_else(|| "—".into())
+}
+
+async fn render(store: &dyn Store, now: Timestamp) -> StoreResult<String> {
+    let mut h = String::from("<h1>rollback-guard</h1>");
+    // Incidents.
+    let incidents = store
+        .list_docs(
+            crate::flows::evaluate::INCIDENT_KIND,
+            &DocFilter::default(),
+            20,
+        )
+        .await?;
+    h.push_str("<h2>Incidents</h2>");
+    if incidents.is_empty() {
+        h.push_str("<p class=\"note\">No incidents.</p>");
+    } else {
+        h.push_str("<table><tr><th>Incident</th><th>Env</th><th>Deployment</th><th>Level</th><th>Status</th><th>Opened</th></tr>");
+        for d in &incidents {
+            let level = d.body["level"].as_str().unwrap_or("");
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td class=\"{level}\">{level}</td><td>{}</td><td>{}</td></tr>",
+                escape(&d.id),
+                escape(&d.scope),
+                escape(d.body["deployment_id"].as_str().unwrap_or("")),
+                escape(&d.status),
+                when(d.body["opened_at"].as_i64())
+            );
+        }
+        h.push_str("</table>");
+    }
+    // Environments: deployments and charts.
+    for cur in store
+        .list_docs("current_deployment", &DocFilter::default(), 50)
+        .await?
+    {
+        let env = cur.id.clone();
+        let current = cur.body["deployment_id"].as_str().unwrap_or("").to_string();
+        let lkg = store.last_known_good(&env).await?.map(|d| d.id);
+        let _ = write!(h, "<h2>{}</h2><div class=\"charts\">", escape(&env));
+        let (rates, p95s) = series(store, &env, &current, now).await?;
+        h.push_str(&chart("Error rate, last 60 min (%)", &rates, 5.0));
+        h.push_str(&chart("P95 latency, last 60 min (ms)", &p95s, 1000.0));
+        h.push_str(
+            "</div><table><tr><th>Deployment</th><th>State</th><th>Created</th><th></th></tr>",
+        );
+        for d in store.recent_deployments(&env, 8).await? {
+            let mark = match (d.id == current, lkg.as_deref() == Some(d.id.as_str())) {
+                (true, true) => "current · last known good",
+                (true, false) => "current",
+                (false, true) => "last known good",
+                _ => "",
+            };
+            let _ = write!(h, "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><strong>{mark}</strong></td></tr>", escape(&d.id), d.state.as_str(), when(Some(d.created_at.as_millis())));
+        }
+        h.push_str("</table>");
+    }
+    // Approvals and rollbacks.
+    h.push_str("<h2>Approvals and rollbacks</h2><table><tr><th>Record</th><th>Status</th><th>Detail</th><th>Updated</th></tr>");
+    for kind in [
+        crate::flows::approval::APPROVAL_KIND,
+        crate::flows::execute::EXECUTION_KIND,
+    ] {
+        for d in store.list_docs(kind, &DocFilter::default(), 10).await? {
+            let detail = match kind {
+                "approval" => format!(
+                    "{} of {} approvals, target {}",
+                    d.body["decisions"].as_array().map_or(0, Vec::len),
+                    d.body["quorum"],
+                    d.body["target_deployment"].as_str().unwrap_or("?")
+                ),
+                _ => format!(
+                    "→ {}{}",
+                    d.body["target_deployment"].as_str().unwrap_or("?"),
+                    if d.body["dry_run"] == true {
+                        " (dry run)"
+                    } else {
+                        ""
+                    }
+                ),
+            };
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&d.id),
+                escape(&d.status),
+                escape(&detail),
+                when(Some(d.updated_at.as_millis()))
+            );
+        }
+    }
+    h.push_str("</table>");
+    // Audit trail.
+    let (trail, chain) = audit_tail(store, 30).await?;
+    let _ = write!(h, "<h2>Audit trail</h2><p class=\"note\">Hash chain: {}</p><table><tr><th>#</th><th>At</th><th>Actor</th><th>Action</th><th>Subject</th></tr>", escape(&chain));
+    for r in trail.iter().rev() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            r.seq,
+            when(Some(r.entry.at.as_millis())),
+            escape(&r.entry.actor),
+            escape(&r.entry.action),
+            escape(&r.entry.subject)
+        );
+    }
+    h.push_str("</table>");
+    h.push_str("<style>table{width:100%;border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e4e7ec}\
+        .charts{display:flex;gap:1rem;flex-wrap:wrap}svg{background:#fafbfc;border:1px solid #e4e7ec;border-radius:8px}</style>");
+    Ok(h)
+}
+
+/// Per-minute error rate (%) and P95 (ms) of a deployment over the last hour.
+async fn series(
+    store: &dyn Store,
+    env: &str,
+    dep: &str,
+    now: Timestamp,
+) -> StoreResult<(Vec<Option<f64>>, Vec<Option<f64>>)> {
+    let to = minute_of(now.as_millis()) + 1;
+    let rows = store.rollups(env, dep, to - 60, to).await?;
+    let (mut rates, mut p95s) = (Vec::new(), Vec::new());
+    for m in to - 60..to {
+        let minute: Vec<_> = rows.iter().filter(|r| r.minute == m).cloned().collect();
+        let w = Window::from_rows(&minute);
+        rates.push(w.error_rate().map(|r| r * 100.0));
+        p95s.push(w.latency.quantile(0.95));
+    }
+    Ok((rates, p95s))
+}
+
+/// A small line chart: gaps where there was no data, a dot on every
+/// measured minute (so a lone minute still shows), 20% headroom above the
+/// highest point, and `floor` as the minimum scale so flat lines stay low.
+pub fn chart(title: &str, points: &[Option<f64>], floor: f64) -> String {
+    let (w, hgt, pad, top) = (520.0, 160.0, 28.0, 34.0);
+    let highest = points.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
+    let max = (highest * 1.2).max(floor);
+    let n = points.len().max(2) as f64;
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
+    let y = |v: f64| hgt - pad - (hgt - pad - top) * v / max;
+    let (mut lines, mut dots, mut seg) = (String::new(), String::new(), String::new());
+    let flush = |seg: &mut String, lines: &mut String| {
+        if !seg.is_empty() {
+            let _ = write!(
+                lines,
+                "<path d=\"{}\" fill=\"none\" stroke=\"#b3261e\" stroke-width=\"2\"/>",
+                std::mem::take(seg)
+            );
+        }
+    };
+    for (i, p) in points.iter().enumerate() {
+        match p {
+            Some(v) => {
+                let _ = write!(
+                    seg,
+                    "{}{:.1},{:.1}",
+                    if seg.is_empty() { "M" } else { " L" },
+                    x(i),
+                    y(*v)
+                );
+                let _ = write!(
+                    dots,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#b3261e\"/>",
+                    x(i),
+                    y(*v)
+                );
+            }
+            None => flush(&mut seg, &mut lines),
+        }
+    }
+    flush(&mut seg, &mut lines);
+    let empty = if points.iter().all(Option::is_none) {
+        "<text x=\"50%\" y=\"55%\" text-anchor=\"middle\" fill=\"#5a6275\" font-size=\"13\">no data</text>"
+    } else {
+        ""
+    };
+    format!(
+        "<svg role=\"img\" aria-label=\"{t}\" width=\"{w}\" height=\"{hgt}\" viewBox=\"0 0 {w} {hgt}\"><title>{t}</title>\
+         <text x=\"{pad}\" y=\"18\" font-size=\"13\" fill=\"#1d2330\">{t}</text>\
+         <text x=\"{r}\" y=\"18\" font-size=\"11\" text-anchor=\"end\" fill=\"#5a6275\">{peak}</text>\
+         <line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#c8ccd4\"/>\
+         <text x=\"{pad}\" y=\"{lbl}\" font-size=\"11\" fill=\"#5a6275\">-60 min</text><text x=\"{r}\" y=\"{lbl}\" font-size=\"11\" text-anchor=\"end\" fill=\"#5a6275\">now</text>\
+         {lines}{dots}{empty}</svg>",
+        t = escape(title),
+        b = hgt - pad,
+        r = w - pad,
+        lbl = hgt - 10.0,
+        peak = if empty.is_empty() { format!("peak {highest:.1}") } else { String::new() },
+    )
+}
+
+async fn audit_tail(
+    store: &dyn Store,
+    n: usize,
+) -> StoreResult<(Vec<crate::core::audit::AuditRecord>, String)> {
+    let mut all = crate::store::audit_all(store).await?;
+    let chain = match verify_chain((0, GENESIS_HASH), &all) {
+        Ok(()) => format!("{} records, verified", all.len()),
+        Err(e) => format!("BROKEN — {e}"),
+    };
+    let tail = all.split_off(all.len().saturating_sub(n));
+    Ok((tail, chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chart;
+
+    #[test]
+    fn charts_break_lines_at_gaps_and_mark_lone_points() {
+        let svg = chart("t", &[Some(1.0), Some(2.0), None, Some(3.0), None], 5.0);
+        assert_eq!(svg.matches("<path").count(), 2, "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 3);
+        assert!(!svg.contains("no data"));
+        assert!(chart("t", &[None, None], 5.0).contains("no data"));
+    }
+
+    #[test]
+    fn titles_are_escaped() {
+        assert!(chart("<script>", &[Some(1.0)], 1.0).contains("&lt;script&gt;"));
+    }
+}
