@@ -1,5 +1,5 @@
-//! Time as a dependency: the pure core takes a [`Timestamp`], and only
-//! The real clock is `integrations::clock::SystemClock`; core only receives time.
+//! Time as a dependency: the pure core takes a [`Timestamp`] or a [`Clock`];
+//! the real clock is `integrations::clock::SystemClock`.
 
 use std::fmt;
 use std::time::Duration;
