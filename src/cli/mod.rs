@@ -286,7 +286,7 @@ pub fn migrations_check(dir: &Path, down_file: &str) -> Output {
         Err(e) => return fail(format!("cannot read {}: {e}", dir.display())),
     };
     let mut out = String::new();
-    let mut missing = 0;
+    let (mut missing, mut not_atomic) = (0, 0);
     for m in &list {
         match &m.down_sql {
             None => {
@@ -294,6 +294,11 @@ pub fn migrations_check(dir: &Path, down_file: &str) -> Output {
                 let _ = writeln!(out, "MISSING   {}  (no {down_file})", m.name);
             }
             Some(down) => {
+                if let Err(e) = crate::core::sql::atomic_body(down) {
+                    not_atomic += 1;
+                    let _ = writeln!(out, "NOT ATOMIC {}  {e}", m.name);
+                    continue;
+                }
                 let reasons = crate::core::sql::destructive(down);
                 if reasons.is_empty() {
                     let _ = writeln!(out, "ok        {}", m.name);
@@ -312,11 +317,11 @@ pub fn migrations_check(dir: &Path, down_file: &str) -> Output {
     }
     let _ = writeln!(
         out,
-        "{} migrations, {missing} without a down script",
+        "{} migrations, {missing} without a down script, {not_atomic} whose down cannot run in one transaction",
         list.len()
     );
     Output {
-        code: u8::from(missing > 0 || list.is_empty()),
+        code: u8::from(missing > 0 || not_atomic > 0 || list.is_empty()),
         text: out,
     }
 }

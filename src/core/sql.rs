@@ -7,8 +7,21 @@
 /// block comments, `''` and `E'\''` escapes, and `$tag$…$tag$` quoting.
 /// Errors on an unterminated quote or comment.
 fn statements(sql: &str) -> Result<Vec<String>, String> {
+    Ok(split(sql)?.into_iter().map(|s| s.words).collect())
+}
+
+/// One statement of a script: its normalized words (comments removed,
+/// literals elided, upper case) for classifying, and its original text for running.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    pub words: String,
+    pub text: String,
+}
+
+fn split(sql: &str) -> Result<Vec<Statement>, String> {
     let b = sql.as_bytes();
     let (mut out, mut cur, mut i) = (Vec::new(), String::new(), 0usize);
+    let mut start = 0usize;
     let push_space = |cur: &mut String| {
         if !cur.ends_with(' ') && !cur.is_empty() {
             cur.push(' ');
@@ -100,9 +113,13 @@ fn statements(sql: &str) -> Result<Vec<String>, String> {
             b';' => {
                 let stmt = cur.trim().to_string();
                 if !stmt.is_empty() {
-                    out.push(stmt);
+                    out.push(Statement {
+                        words: stmt,
+                        text: sql[start..i].trim().to_string(),
+                    });
                 }
                 cur.clear();
+                start = i + 1;
             }
             c if c.is_ascii_whitespace() => push_space(&mut cur),
             _ => {
@@ -117,9 +134,85 @@ fn statements(sql: &str) -> Result<Vec<String>, String> {
     }
     let last = cur.trim().to_string();
     if !last.is_empty() {
-        out.push(last);
+        out.push(Statement {
+            words: last,
+            text: sql[start..].trim().to_string(),
+        });
     }
     Ok(out)
+}
+
+/// Why a script cannot run as one atomic step.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotAtomic {
+    #[error("could not be checked ({0})")]
+    Unreadable(String),
+    #[error("statement {index} ({what}) controls transactions itself; only one outer BEGIN/COMMIT pair is accepted (and removed)")]
+    TransactionControl { index: usize, what: String },
+    #[error("statement {index} ({what}) cannot run inside a transaction")]
+    OutsideTransactionOnly { index: usize, what: String },
+}
+
+/// The statements of a script to run inside the caller's one transaction.
+/// Balanced `BEGIN`/`START TRANSACTION` … `COMMIT`/`END` blocks (what
+/// `prisma migrate diff` writes around an enum rewrite, in the middle of a
+/// larger script) are removed: their bodies run in the one transaction with
+/// everything else. Any other transaction control (`ROLLBACK`, `SAVEPOINT`,
+/// a `COMMIT` without `BEGIN`, nesting, a `BEGIN` never closed), and
+/// statements Postgres refuses inside a transaction (`CONCURRENTLY`,
+/// `VACUUM`, database and tablespace DDL, `ALTER SYSTEM`), make the script
+/// not atomic. Statement numbers in errors count from 1 in the script.
+pub fn atomic_body(sql: &str) -> Result<Vec<Statement>, NotAtomic> {
+    let stmts = split(sql).map_err(NotAtomic::Unreadable)?;
+    let mut body = Vec::with_capacity(stmts.len());
+    let mut open = false;
+    for (n, s) in stmts.into_iter().enumerate() {
+        let index = n + 1;
+        let words: Vec<&str> = s.words.split(' ').collect();
+        let what = words.iter().take(3).copied().collect::<Vec<_>>().join(" ");
+        let begins =
+            words[0] == "BEGIN" || (words[0] == "START" && words.get(1) == Some(&"TRANSACTION"));
+        let ends = matches!(words[0], "COMMIT" | "END");
+        let control = matches!(words[0], "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE")
+            || (matches!(words[0], "PREPARE" | "SET") && words.get(1) == Some(&"TRANSACTION"));
+        match (begins, ends, open) {
+            (true, _, false) => open = true,
+            (_, true, true) => open = false,
+            (true, _, true) | (_, true, false) => {
+                return Err(NotAtomic::TransactionControl { index, what })
+            }
+            _ if control => return Err(NotAtomic::TransactionControl { index, what }),
+            _ => body.push((index, what, s)),
+        }
+    }
+    if open {
+        return Err(NotAtomic::TransactionControl {
+            index: body.len() + 1,
+            what: "BEGIN without COMMIT".into(),
+        });
+    }
+    let stmts: Vec<Statement> = body
+        .iter()
+        .map(|(index, what, s)| check_in_transaction(*index, what, s).map(|()| s.clone()))
+        .collect::<Result<_, _>>()?;
+    Ok(stmts)
+}
+
+fn check_in_transaction(index: usize, what: &str, s: &Statement) -> Result<(), NotAtomic> {
+    let words: Vec<&str> = s.words.split(' ').collect();
+    let what = what.to_string();
+    let outside = words.contains(&"CONCURRENTLY")
+        || words[0] == "VACUUM"
+        || (matches!(words[0], "CREATE" | "DROP" | "ALTER")
+            && matches!(
+                words.get(1),
+                Some(&"DATABASE") | Some(&"TABLESPACE") | Some(&"SYSTEM")
+            ))
+        || (words[0] == "REINDEX" && matches!(words.get(1), Some(&"DATABASE") | Some(&"SYSTEM")));
+    if outside {
+        return Err(NotAtomic::OutsideTransactionOnly { index, what });
+    }
+    Ok(())
 }
 
 /// `DROP` targets that lose no data.
@@ -299,5 +392,74 @@ CREATE TABLE "Old" (id int);
             ),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn one_outer_begin_commit_pair_is_removed_and_the_body_kept_verbatim() {
+        let sql = "-- AlterEnum\nBEGIN;\nCREATE TYPE \"Role_new\" AS ENUM ('USER');\nALTER TYPE \"Role\" RENAME TO \"Role_old\";\nCOMMIT;\n";
+        let body = atomic_body(sql).unwrap();
+        assert_eq!(
+            body.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
+            vec![
+                "CREATE TYPE \"Role_new\" AS ENUM ('USER')",
+                "ALTER TYPE \"Role\" RENAME TO \"Role_old\""
+            ]
+        );
+        assert_eq!(
+            atomic_body("start transaction; select 1; end;")
+                .unwrap()
+                .len(),
+            1
+        );
+        // Prisma puts the block in the middle of a larger script.
+        let mixed = "ALTER TABLE a ADD COLUMN x int; BEGIN; CREATE TYPE t AS ENUM ('a'); COMMIT; ALTER TABLE a DROP COLUMN y;";
+        assert_eq!(atomic_body(mixed).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn transaction_control_inside_the_body_is_refused_with_its_position() {
+        for sql in [
+            "CREATE TABLE a (x int); COMMIT; DROP TABLE b;",
+            "BEGIN; BEGIN; CREATE TABLE a (x int); COMMIT; COMMIT;",
+            "BEGIN; CREATE TABLE a (x int); ROLLBACK;",
+            "SAVEPOINT s; DROP TABLE b;",
+            "ROLLBACK;",
+            "CREATE TABLE a (x int); BEGIN;",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SELECT 1;",
+        ] {
+            assert!(
+                matches!(atomic_body(sql), Err(NotAtomic::TransactionControl { .. })),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            atomic_body("CREATE TABLE a (x int); COMMIT; SELECT 1;").unwrap_err(),
+            NotAtomic::TransactionControl {
+                index: 2,
+                what: "COMMIT".into()
+            }
+        );
+    }
+
+    #[test]
+    fn statements_postgres_refuses_in_a_transaction_are_refused() {
+        for sql in [
+            "DROP INDEX CONCURRENTLY \"User_name_idx\";",
+            "CREATE UNIQUE INDEX CONCURRENTLY i ON t (x);",
+            "VACUUM FULL t;",
+            "CREATE DATABASE x;",
+            "ALTER SYSTEM SET work_mem = '1GB';",
+        ] {
+            assert!(
+                matches!(
+                    atomic_body(sql),
+                    Err(NotAtomic::OutsideTransactionOnly { .. })
+                ),
+                "{sql}"
+            );
+        }
+        // The word inside a string or identifier is not a statement.
+        assert!(atomic_body("COMMENT ON TABLE t IS 'COMMIT; VACUUM';").is_ok());
+        assert!(atomic_body("ALTER TABLE \"concurrently\" ADD COLUMN x int;").is_ok());
     }
 }

@@ -1,21 +1,28 @@
 //! The app's own database (the one Prisma migrates), for database rollback:
-//! a migration's down SQL runs in one transaction under Prisma's advisory
-//! lock (72707369, so it cannot race `prisma migrate deploy`), and the
-//! migration's `_prisma_migrations` row gets `rolled_back_at`, exactly the
-//! state `prisma migrate resolve --rolled-back` leaves for failed migrations.
+//! a migration's down SQL and the `rolled_back_at` mark on its
+//! `_prisma_migrations` row commit together in one transaction, or not at all,
+//! under Prisma's advisory lock (72707369, so it cannot race
+//! `prisma migrate deploy`), with lock and statement timeouts. A down that
+//! controls transactions itself is refused before anything runs; one outer
+//! BEGIN/COMMIT pair (Prisma's enum rewrite) is removed and its body run in
+//! the guard's transaction ([`crate::core::sql::atomic_body`]).
 //! Needs a direct (unpooled) connection: the lock is session-level.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::core::sql::destructive;
+use crate::core::sql::{atomic_body, destructive, Statement};
 use crate::integrations::migrations::Migration;
 
 /// Prisma Migrate's advisory lock key.
 pub const PRISMA_LOCK: i64 = 72_707_369;
 /// How long to wait for the lock by default (Prisma itself waits 10 s).
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `lock_timeout` for each statement of a down script.
+pub const STATEMENT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// `statement_timeout` for each statement of a down script.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a database rollback did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +39,11 @@ pub enum DbRollbackError {
     NotApplied(String),
     #[error("Prisma's migration lock is held by someone else (a deploy in progress?)")]
     LockBusy,
+    #[error("migration {name}'s down script cannot run as one atomic step: {reason}")]
+    NotAtomic {
+        name: String,
+        reason: crate::core::sql::NotAtomic,
+    },
     #[error("the down script failed and was rolled back: {0}")]
     DownFailed(String),
     #[error("database unavailable: {0}")]
@@ -92,6 +104,10 @@ pub async fn roll_back(
         .down_sql
         .as_deref()
         .ok_or_else(|| DbRollbackError::NoDownScript(m.name.clone()))?;
+    let body = atomic_body(down).map_err(|reason| DbRollbackError::NotAtomic {
+        name: m.name.clone(),
+        reason,
+    })?;
     let reasons = destructive(down);
     if !reasons.is_empty() && require_backup && !backup_verified {
         return Err(DbRollbackError::DestructiveWithoutBackup {
@@ -115,7 +131,7 @@ pub async fn roll_back(
     if !locked {
         return Err(DbRollbackError::LockBusy);
     }
-    let result = run_down(client, m, down).await;
+    let result = run_down(client, m, &body).await;
     // Always give the lock back, whatever happened.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&PRISMA_LOCK])
@@ -129,9 +145,57 @@ pub async fn roll_back(
 async fn run_down(
     client: &mut tokio_postgres::Client,
     m: &Migration,
-    down: &str,
+    body: &[Statement],
 ) -> Result<u64, DbRollbackError> {
     let tx = client.transaction().await.map_err(db)?;
+    // Bounded waits: a lock held by the app or a slow statement fails the
+    // step (and rolls it back) instead of hanging the rollback.
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        STATEMENT_LOCK_TIMEOUT.as_millis(),
+        STATEMENT_TIMEOUT.as_millis()
+    ))
+    .await
+    .map_err(db)?;
+    let applied = tx
+        .query_opt(
+            "SELECT 1 FROM _prisma_migrations
+             WHERE migration_name = $1 AND rolled_back_at IS NULL AND finished_at IS NOT NULL
+             FOR UPDATE",
+            &[&m.name],
+        )
+        .await
+        .map_err(db)?;
+    if applied.is_none() {
+        return Err(DbRollbackError::NotApplied(m.name.clone()));
+    }
+    // A transaction-local marker: if a statement ends our transaction (a
+    // COMMIT the splitter did not see), the marker is gone and the history
+    // is not touched.
+    tx.execute(
+        "SELECT set_config('rollback_guard.in_step', 'on', true)",
+        &[],
+    )
+    .await
+    .map_err(db)?;
+    for s in body {
+        tx.batch_execute(&s.text).await.map_err(db)?;
+    }
+    let still_ours: Option<String> = tx
+        .query_one(
+            "SELECT current_setting('rollback_guard.in_step', true)",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if still_ours.as_deref() != Some("on") {
+        return Err(DbRollbackError::DownFailed(format!(
+            "the down script of {} ended the guard's transaction itself; statements after that point ran outside it. \
+             _prisma_migrations was not changed; compare the schema by hand",
+            m.name
+        )));
+    }
     let marked = tx
         .execute(
             "UPDATE _prisma_migrations SET rolled_back_at = now()
@@ -140,10 +204,6 @@ async fn run_down(
         )
         .await
         .map_err(db)?;
-    if marked == 0 {
-        return Err(DbRollbackError::NotApplied(m.name.clone()));
-    }
-    tx.batch_execute(down).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(marked)
 }

@@ -154,3 +154,39 @@ async fn migrations_check_flags_destructive_downs_and_fails_on_missing_ones() {
     assert_eq!(out.code, 1);
     assert!(out.text.contains("MISSING   20261201000000_x"));
 }
+
+#[test]
+fn migrations_check_refuses_downs_that_cannot_run_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, down) in [
+        ("20261201000000_a", r#"DROP INDEX CONCURRENTLY "i";"#),
+        ("20261202000000_b", "DROP INDEX i; COMMIT; DROP INDEX j;"),
+    ] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("migration.sql"), "SELECT 1;").unwrap();
+        std::fs::write(dir.path().join(name).join("down.sql"), down).unwrap();
+    }
+    let out = rollback_guard::cli::migrations_check(dir.path(), "down.sql");
+    assert_eq!(out.code, 1, "{}", out.text);
+    assert!(
+        out.text
+            .contains("NOT ATOMIC 20261201000000_a  statement 1 (DROP INDEX CONCURRENTLY) cannot run inside a transaction"),
+        "{}",
+        out.text
+    );
+    assert!(
+        out.text.contains(
+            "NOT ATOMIC 20261202000000_b  statement 2 (COMMIT) controls transactions itself"
+        ),
+        "{}",
+        out.text
+    );
+    // Prisma's enum rewrite (BEGIN … COMMIT inside the script) is accepted.
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/prisma_enum/migrations"
+    );
+    let out = rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql");
+    assert_eq!(out.code, 0, "{}", out.text);
+    assert!(!out.text.contains("NOT ATOMIC"), "{}", out.text);
+}

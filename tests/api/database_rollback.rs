@@ -316,3 +316,114 @@ async fn a_rollback_plan_undoes_code_then_the_migrations_since_the_target_and_re
 fn json_value(s: &str) -> serde_json::Value {
     serde_json::Value::String(s.into())
 }
+
+fn enum_fixtures() -> Vec<Migration> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/prisma_enum/migrations");
+    migrations::read_dir(&dir, "down.sql").unwrap()
+}
+
+async fn history(client: &tokio_postgres::Client) -> Vec<(String, bool)> {
+    let rows = client
+        .query(
+            "SELECT migration_name, rolled_back_at IS NOT NULL FROM _prisma_migrations ORDER BY migration_name",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+#[tokio::test]
+async fn prismas_begin_commit_enum_rewrite_commits_with_the_history_or_not_at_all() {
+    let db = ScratchDb::new().await;
+    let mut client = app_database::connect(&db.url).await.unwrap();
+    let m = enum_fixtures();
+    prisma_deploy(&client, &m[0]).await;
+    let after_init = schema_dump(&db.url);
+    prisma_deploy(&client, &m[1]).await;
+    client
+        .batch_execute(r#"INSERT INTO "User" (email, nickname) VALUES ('a@x.io', 'a')"#)
+        .await
+        .unwrap();
+    // A view someone created by hand depends on the column the down drops.
+    client
+        .batch_execute(r#"CREATE VIEW "Nicknames" AS SELECT "nickname" FROM "User""#)
+        .await
+        .unwrap();
+    let before = schema_dump(&db.url);
+
+    // The enum rewrite succeeds, then DROP COLUMN fails on the view: nothing
+    // may stay applied, and Prisma's history must not say "rolled back".
+    let err = app_database::roll_back(&mut client, &m[1], true, true, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbRollbackError::DownFailed(_)), "{err}");
+    assert!(err.to_string().contains("2BP01"), "{err}");
+    assert_eq!(schema_dump(&db.url), before, "half of the down was applied");
+    assert_eq!(
+        history(&client).await,
+        [
+            ("20261201000000_init".to_string(), false),
+            ("20261202000000_guest_role_and_nickname".into(), false)
+        ]
+    );
+
+    // Without the view the whole down applies, in one transaction with the history.
+    client
+        .batch_execute(r#"DROP VIEW "Nicknames""#)
+        .await
+        .unwrap();
+    let receipt = app_database::roll_back(&mut client, &m[1], true, true, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(receipt["history_rows_marked"], 1);
+    assert_eq!(schema_dump(&db.url), after_init);
+    assert_eq!(
+        history(&client).await,
+        [
+            ("20261201000000_init".to_string(), false),
+            ("20261202000000_guest_role_and_nickname".into(), true)
+        ]
+    );
+    // The data survived the type rewrite.
+    let role: String = client
+        .query_one(r#"SELECT "role"::text FROM "User""#, &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "USER");
+}
+
+#[tokio::test]
+async fn downs_that_cannot_run_in_one_transaction_are_refused_before_anything_runs() {
+    let db = ScratchDb::new().await;
+    let mut client = app_database::connect(&db.url).await.unwrap();
+    let m = fixtures();
+    prisma_deploy(&client, &m[0]).await;
+    prisma_deploy(&client, &m[2]).await;
+    let before = schema_dump(&db.url);
+    for down in [
+        // Postgres refuses this inside a transaction (25001).
+        r#"DROP INDEX CONCURRENTLY "User_name_idx";"#,
+        // A COMMIT in the middle would commit the history row with half the script.
+        r#"DROP INDEX "User_name_idx"; COMMIT; CREATE TABLE "Later" (x int);"#,
+    ] {
+        let mut hazardous = m[2].clone();
+        hazardous.down_sql = Some(down.into());
+        let err =
+            app_database::roll_back(&mut client, &hazardous, true, true, Duration::from_secs(5))
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(err, DbRollbackError::NotAtomic { .. }),
+            "{down}: {err}"
+        );
+        assert_eq!(schema_dump(&db.url), before, "{down}");
+        assert_eq!(
+            app_database::applied_since(&client, 0).await.unwrap().len(),
+            2,
+            "{down}"
+        );
+    }
+}
