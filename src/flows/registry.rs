@@ -56,7 +56,11 @@ pub async fn apply_event(store: &dyn Store, ev: &DeploymentEvent) -> StoreResult
         })
         .await?;
     let becomes_current = match ev.state {
-        DeploymentState::Promoted => true,
+        // A promotion older than what made the current deployment current is
+        // a late delivery: it must not move the environment backwards.
+        DeploymentState::Promoted => current(store, &ev.environment)
+            .await?
+            .is_none_or(|c| c.deployment_id == ev.id || ev.at >= c.since),
         DeploymentState::Ready => current(store, &ev.environment)
             .await?
             .is_none_or(|c| !c.pinned && ev.at >= c.since),

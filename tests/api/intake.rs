@@ -183,11 +183,13 @@ async fn generic_deliveries_with_stale_timestamps_are_refused() {
 async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_production() {
     let app = spawn(Backend::Postgres).await;
     let s = app.store().clone();
+    // Recent events (Vercel's createdAt, ms): a replay window refuses old ones.
+    let t0 = (now_secs() - 600) * 1000;
     for (kind, delivery, dep, at) in [
-        ("deployment.created", "d1", "dpl_1", 1_000),
-        ("deployment.succeeded", "d2", "dpl_1", 2_000),
-        ("deployment.created", "d3", "dpl_2", 3_000),
-        ("deployment.succeeded", "d4", "dpl_2", 4_000),
+        ("deployment.created", "d1", "dpl_1", t0 + 1_000),
+        ("deployment.succeeded", "d2", "dpl_1", t0 + 2_000),
+        ("deployment.created", "d3", "dpl_2", t0 + 3_000),
+        ("deployment.succeeded", "d4", "dpl_2", t0 + 4_000),
     ] {
         let res = post_vercel(
             &app,
@@ -227,7 +229,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
                 "d5",
                 "dpl_1",
                 Some("production"),
-                5_000
+                t0 + 5_000,
             )
         )
         .await
@@ -252,7 +254,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
             "d6",
             "dpl_3",
             Some("production"),
-            6_000,
+            t0 + 6_000,
         ),
     )
     .await;
@@ -271,7 +273,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
             "d7",
             "dpl_3",
             Some("production"),
-            7_000,
+            t0 + 7_000,
         ),
     )
     .await;
@@ -291,7 +293,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
     // Previews never touch production.
     post_vercel(
         &app,
-        &vercel_event("deployment.succeeded", "d8", "dpl_p", None, 8_000),
+        &vercel_event("deployment.succeeded", "d8", "dpl_p", None, t0 + 8_000),
     )
     .await;
     assert_eq!(
@@ -319,7 +321,7 @@ async fn vercel_deployment_events_maintain_the_registry_and_rollbacks_pin_produc
             "d7",
             "dpl_3",
             Some("production"),
-            7_000,
+            t0 + 7_000,
         ),
     )
     .await;
@@ -428,4 +430,78 @@ async fn drain_endpoints_echo_the_vercel_verify_token() {
         .unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["x-vercel-verify"], "verify-me-123");
+}
+
+#[tokio::test]
+async fn a_staging_target_is_the_staging_environment() {
+    let app = spawn(Backend::Sqlite).await;
+    let at = (now_secs() - 60) * 1000;
+    let res = post_vercel(
+        &app,
+        &vercel_event("deployment.succeeded", "s1", "dpl_s", Some("staging"), at),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    let d = app.store().deployment("dpl_s").await.unwrap().unwrap();
+    assert_eq!(d.environment, "staging");
+    let cur = rollback_guard::flows::registry::current(app.store().as_ref(), "staging")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cur.deployment_id, "dpl_s");
+}
+
+#[tokio::test]
+async fn an_older_promotion_delivered_late_does_not_move_production_back() {
+    let app = spawn(Backend::Sqlite).await;
+    let t0 = (now_secs() - 600) * 1000;
+    for (delivery, dep, at) in [("p1", "dpl_1", t0), ("p2", "dpl_2", t0 + 60_000)] {
+        let ev = vercel_event("deployment.promoted", delivery, dep, Some("production"), at);
+        assert_eq!(post_vercel(&app, &ev).await.status(), 202);
+    }
+    // dpl_1's promotion again, as a late redelivery under a new id, older than dpl_2's.
+    let late = vercel_event(
+        "deployment.promoted",
+        "p1-late",
+        "dpl_1",
+        Some("production"),
+        t0 + 1_000,
+    );
+    assert_eq!(post_vercel(&app, &late).await.status(), 202);
+    let cur = rollback_guard::flows::registry::current(app.store().as_ref(), "production")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cur.deployment_id.as_str(), cur.previous_id.as_deref()),
+        ("dpl_2", Some("dpl_1"))
+    );
+}
+
+#[tokio::test]
+async fn a_captured_vercel_webhook_replayed_after_the_dedupe_window_is_refused() {
+    let app = spawn(Backend::Sqlite).await;
+    let day_and_hour_ago = (now_secs() - 25 * 3600) * 1000;
+    let old = vercel_event(
+        "deployment.promoted",
+        "r1",
+        "dpl_old",
+        Some("production"),
+        day_and_hour_ago,
+    );
+    let res = post_vercel(&app, &old).await;
+    assert_eq!(res.status(), 401);
+    let body = json(res).await;
+    assert_eq!(body["code"], "unauthorized");
+    assert!(
+        body["detail"].as_str().unwrap().contains("older than"),
+        "{body}"
+    );
+    assert!(app.store().deployment("dpl_old").await.unwrap().is_none());
+    assert!(
+        rollback_guard::flows::registry::current(app.store().as_ref(), "production")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

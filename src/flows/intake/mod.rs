@@ -114,7 +114,18 @@ pub fn authenticate(
                 s.expose().as_bytes(),
                 body,
                 header(h, "x-vercel-signature")?,
-            )
+            )?;
+            // Vercel signs the body only, so a captured delivery stays valid
+            // forever; its signed `createdAt` bounds replays to the dedupe window.
+            match sources::vercel::created_at(body) {
+                Some(at)
+                    if now.as_millis().saturating_sub(at.as_millis())
+                        > DEDUPE_TTL.as_millis() as i64 =>
+                {
+                    Err(VerifyError::Replayed(DEDUPE_TTL.as_secs() / 3600))
+                }
+                _ => Ok(()),
+            }
         }
         Source::LogDrain => {
             let s = secrets

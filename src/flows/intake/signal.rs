@@ -65,8 +65,11 @@ impl Malformed {
 
 /// Maps a Vercel deployment target to the guard's environment name.
 pub fn environment_of_target(target: Option<&str>, custom_environment: Option<&str>) -> String {
+    // Vercel's webhook docs list `target` as production | staging | null;
+    // `staging` is the staging environment the policy names, not a preview.
     match (target, custom_environment) {
         (Some("production"), _) => "production".into(),
+        (Some("staging"), None) => "staging".into(),
         (_, Some(slug)) if !slug.is_empty() => slug.to_string(),
         _ => "preview".into(),
     }

@@ -20,6 +20,8 @@ pub enum VerifyError {
     BadSignature,
     #[error("timestamp is outside the {0} s tolerance")]
     Stale(i64),
+    #[error("event createdAt is older than {0} h (the dedupe window); a replay is refused")]
+    Replayed(u64),
     #[error("no secret is configured for this source ({0}); refusing unauthenticated deliveries")]
     NotConfigured(&'static str),
 }

@@ -15,6 +15,14 @@ pub fn delivery_id(body: &[u8]) -> Option<String> {
     str_field(&v, &["id"]).map(String::from)
 }
 
+/// The event's `createdAt` (ms), inside the signed body.
+pub fn created_at(body: &[u8]) -> Option<Timestamp> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("createdAt")
+        .and_then(Value::as_i64)
+        .map(Timestamp::from_millis)
+}
+
 /// Parses a Vercel webhook.
 pub fn parse(body: &[u8], now: Timestamp) -> Result<Vec<Signal>, Malformed> {
     let v: Value = serde_json::from_slice(body).map_err(Malformed::json)?;
