@@ -312,6 +312,21 @@ async fn finish(ctx: &Ctx<'_>, id: &str, progress: &Progress) -> StoreResult<Val
             _ => "rollback_not_verified",
         };
         crate::store::audit(ctx.store, now, "decider", action, id, verification.clone()).await?;
+        let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
+        let result = match (progress, dry_run) {
+            (Progress::Succeeded, false) => "rolled_back",
+            (Progress::Succeeded, true) => "dry_run",
+            _ => "rollback_failed",
+        };
+        crate::flows::evaluate::record_outcome(
+            ctx.store,
+            doc.body["incident_id"].as_str().unwrap_or_default(),
+            json!({"execution_id": id, "result": result, "target_deployment": doc.body["target_deployment"],
+                   "verified": healthy, "error": doc.body["error"], "at": now.as_millis()}),
+            result == "rolled_back",
+            now,
+        )
+        .await?;
         let msg = Message {
             subject: match progress {
                 Progress::Succeeded => format!(

@@ -298,6 +298,53 @@ async fn update_incident(
     }
 }
 
+/// Records what the rollback of an incident came to. With `close` the
+/// incident ends (`closed`, audited once); otherwise it stays open with the
+/// outcome attached (a failed or dry-run rollback changed nothing in production).
+pub async fn record_outcome(
+    store: &dyn Store,
+    incident_id: &str,
+    outcome: Value,
+    close: bool,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let Some(existing) = store.get_doc(INCIDENT_KIND, incident_id).await? else {
+        // A break-glass rollback has no incident document.
+        return Ok(());
+    };
+    let was_open = existing.status == "open";
+    crate::store::upsert_doc(store, INCIDENT_KIND, incident_id, |d| {
+        let d = d.unwrap_or(&existing);
+        let mut body = d.body.clone();
+        body["outcome"] = outcome.clone();
+        let status = if close && d.status == "open" {
+            body["closed_at"] = json!(now.as_millis());
+            "closed"
+        } else {
+            d.status.as_str()
+        };
+        Doc {
+            status: status.into(),
+            updated_at: now,
+            body,
+            ..d.clone()
+        }
+    })
+    .await?;
+    if close && was_open {
+        crate::store::audit(
+            store,
+            now,
+            "decider",
+            "incident_closed",
+            incident_id,
+            outcome,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn incident_doc(id: &str, env: &str, status: &str, now: Timestamp, body: Value) -> Doc {
     Doc {
         kind: INCIDENT_KIND.into(),

@@ -246,6 +246,17 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
         .unwrap();
     assert_eq!(exe.status, "succeeded");
     assert_eq!(exe.body["verification"]["healthy"], true);
+    // The incident of the rolled-back deployment is closed with the outcome.
+    let incident = s
+        .get_doc("incident", env["incident"]["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(incident.status, "closed", "{}", incident.body);
+    assert_eq!(incident.body["outcome"]["execution_id"], exe.id);
+    assert_eq!(incident.body["outcome"]["result"], "rolled_back");
+    assert_eq!(incident.body["outcome"]["target_deployment"], "dpl_good");
+    assert_eq!(incident.body["outcome"]["verified"], true);
     let audit = s.audit_after(0, 1000).await.unwrap();
     rollback_guard::core::audit::verify_chain(
         (0, rollback_guard::core::audit::GENESIS_HASH),
@@ -264,6 +275,7 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
         "vercel_rollback_requested",
         "rollback_succeeded",
         "rollback_verified",
+        "incident_closed",
     ] {
         assert!(actions.contains(&want), "missing {want} in {actions:?}");
     }

@@ -328,3 +328,68 @@ impl<C: rollback_guard::core::clock::Clock> NowTs for C {
 
 #[allow(dead_code)]
 fn _assert_object_safe(_: Arc<dyn VercelApi>, _: Arc<dyn Store>) {}
+
+#[tokio::test]
+async fn the_next_plan_never_targets_a_rolled_back_or_failed_deployment() {
+    use super::seed::{deploy, deployment_event};
+    use rollback_guard::store::DeploymentState;
+    let t = TestStore::new(Backend::Sqlite).await;
+    let s = t.store.as_ref();
+    let t0 = 1_795_600_800_000;
+    deploy(s, "production", "dpl_0", t0).await;
+    deploy(s, "production", "dpl_1", t0 + 60_000).await;
+    deploy(s, "production", "dpl_2", t0 + 120_000).await;
+    s.set_last_known_good("production", "dpl_1").await.unwrap();
+    // dpl_2 was bad and rolled back to dpl_1 (production pinned there) …
+    rollback_guard::flows::registry::set_current(
+        s,
+        "production",
+        "dpl_1",
+        Timestamp::from_millis(t0 + 180_000),
+        true,
+    )
+    .await
+    .unwrap();
+    // … a later build errored …
+    deployment_event(
+        s,
+        "production",
+        "dpl_3",
+        "deployment.error",
+        DeploymentState::Error,
+        t0 + 200_000,
+    )
+    .await;
+    // … and now dpl_1 is bad too: the target is dpl_0, never dpl_2 or dpl_3.
+    let plan = execute::plan(s, "production", "inc_x", "system", "r", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            plan.from_deployment.as_str(),
+            plan.target_deployment.as_str()
+        ),
+        ("dpl_1", "dpl_0")
+    );
+    // With nothing healthy left to go back to, there is no plan.
+    let only_bad = TestStore::new(Backend::Sqlite).await;
+    let s = only_bad.store.as_ref();
+    deploy(s, "production", "dpl_a", t0).await;
+    deploy(s, "production", "dpl_b", t0 + 60_000).await;
+    rollback_guard::flows::registry::set_current(
+        s,
+        "production",
+        "dpl_a",
+        Timestamp::from_millis(t0 + 120_000),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        execute::plan(s, "production", "inc_y", "system", "r", true)
+            .await
+            .unwrap(),
+        None
+    );
+}

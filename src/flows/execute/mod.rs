@@ -18,7 +18,7 @@ use crate::core::clock::{Clock, Timestamp};
 use crate::flows::registry;
 use crate::integrations::vercel::VercelApi;
 use crate::store::lease::{run_exclusive, LeaseOutcome};
-use crate::store::{Doc, DocFilter, DocWrite, Store, StoreError, StoreResult};
+use crate::store::{DeploymentState, Doc, DocFilter, DocWrite, Store, StoreError, StoreResult};
 use step::{StepCtx, StepResult};
 
 /// Document kind of executions.
@@ -78,7 +78,9 @@ impl Default for Limits {
 }
 
 /// Chooses the rollback target: the last known good deployment, else the
-/// one that served before the current one.
+/// one that served before the current one, else the newest earlier one. A
+/// deployment that was rolled back, errored, was canceled or never finished
+/// building is never a target.
 pub async fn plan(
     store: &dyn Store,
     environment: &str,
@@ -90,15 +92,31 @@ pub async fn plan(
     let Some(current) = registry::current(store, environment).await? else {
         return Ok(None);
     };
-    let lkg = store
-        .last_known_good(environment)
-        .await?
-        .map(|d| d.id)
-        .filter(|id| *id != current.deployment_id);
-    let Some(target) = lkg
-        .or(current.previous_id.clone())
-        .filter(|t| *t != current.deployment_id)
-    else {
+    let mut candidates: Vec<String> = Vec::new();
+    if let Some(lkg) = store.last_known_good(environment).await? {
+        candidates.push(lkg.id);
+    }
+    candidates.extend(current.previous_id.clone());
+    candidates.extend(
+        store
+            .recent_deployments(environment, 50)
+            .await?
+            .into_iter()
+            .map(|d| d.id),
+    );
+    let mut target = None;
+    for id in candidates {
+        if id == current.deployment_id {
+            continue;
+        }
+        if let Some(d) = store.deployment(&id).await? {
+            if matches!(d.state, DeploymentState::Ready | DeploymentState::Promoted) {
+                target = Some(id);
+                break;
+            }
+        }
+    }
+    let Some(target) = target else {
         return Ok(None);
     };
     Ok(Some(Plan {
