@@ -267,16 +267,25 @@ async fn drive_and_finish(ctx: &Ctx<'_>, id: &str) -> StoreResult<Value> {
     let (status, error) = match &progress {
         Progress::Succeeded => ("succeeded", None),
         Progress::Failed(e) => ("failed", Some(e.clone())),
+        Progress::Superseded(now) => (
+            "superseded",
+            Some(format!(
+                "production serves {now} now, not the deployment the plan was made for"
+            )),
+        ),
+        Progress::Refused(e) => ("refused", Some(e.clone())),
         Progress::InProgress | Progress::Busy => ("in_progress", None),
     };
     let mut result = json!({"execution_id": id, "status": status, "error": error});
-    if matches!(progress, Progress::Succeeded | Progress::Failed(_)) {
+    if !matches!(progress, Progress::InProgress | Progress::Busy) {
         result["verification"] = finish(ctx, id, &progress).await?;
     }
     Ok(result)
 }
 
-/// Verifies a finished rollback with the environment's probes (once) and notifies.
+/// Verifies a finished rollback with the environment's probes (once), records
+/// the outcome on the incident, and tells people (the policy's recipients and
+/// the approvers of the request, if there was one).
 async fn finish(ctx: &Ctx<'_>, id: &str, progress: &Progress) -> StoreResult<Value> {
     let Some(mut doc) = ctx.store.get_doc(execute::EXECUTION_KIND, id).await? else {
         return Ok(Value::Null);
@@ -285,23 +294,33 @@ async fn finish(ctx: &Ctx<'_>, id: &str, progress: &Progress) -> StoreResult<Val
         return Ok(doc.body["verification"].clone());
     }
     let now = ctx.clock.now();
-    let env = doc.body["environment"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let verification = if *progress == Progress::Succeeded {
-        let probes: Vec<_> = ctx
-            .policy
-            .probes
-            .iter()
-            .filter(|p| p.environment == env)
-            .cloned()
-            .collect();
-        let results = crate::flows::probe::run_all(ctx.store, ctx.http, &probes, now).await?;
-        let ok = results.iter().all(|r| r.ok);
-        json!({"probes": crate::flows::probe::to_json(&results), "healthy": ok, "checked_at": now.as_millis()})
-    } else {
-        json!({"skipped": "rollback failed"})
+    let b = doc.body.clone();
+    let env = b["environment"].as_str().unwrap_or_default().to_string();
+    let target = b["target_deployment"].as_str().unwrap_or("?").to_string();
+    let dry_run = b["dry_run"].as_bool().unwrap_or(true);
+    let verification = match progress {
+        Progress::Succeeded => {
+            let probes: Vec<_> = ctx
+                .policy
+                .probes
+                .iter()
+                .filter(|p| p.environment == env)
+                .cloned()
+                .collect();
+            let results = crate::flows::probe::run_all(ctx.store, ctx.http, &probes, now).await?;
+            let ok = results.iter().all(|r| r.ok);
+            let reasons: Vec<String> = results
+                .iter()
+                .filter(|r| !r.ok)
+                .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("failed")))
+                .collect();
+            json!({"probes": crate::flows::probe::to_json(&results), "healthy": ok, "reasons": reasons, "checked_at": now.as_millis()})
+        }
+        Progress::Superseded(serving) => {
+            json!({"skipped": format!("superseded: production serves {serving}")})
+        }
+        Progress::Refused(e) => json!({"skipped": format!("refused before acting: {e}")}),
+        _ => json!({"skipped": "rollback failed"}),
     };
     doc.body["verification"] = verification.clone();
     if let crate::store::DocWrite::Written(_) = ctx.store.put_doc(&doc, Some(doc.version)).await? {
@@ -312,37 +331,72 @@ async fn finish(ctx: &Ctx<'_>, id: &str, progress: &Progress) -> StoreResult<Val
             _ => "rollback_not_verified",
         };
         crate::store::audit(ctx.store, now, "decider", action, id, verification.clone()).await?;
-        let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
-        let result = match (progress, dry_run) {
-            (Progress::Succeeded, false) => "rolled_back",
-            (Progress::Succeeded, true) => "dry_run",
-            _ => "rollback_failed",
+        let (result, close) = match (progress, dry_run) {
+            (Progress::Succeeded, false) => ("rolled_back", true),
+            (Progress::Succeeded, true) => ("dry_run", false),
+            // The deployment the incident is about no longer serves.
+            (Progress::Superseded(_), _) => ("superseded", true),
+            (Progress::Refused(_), _) => ("refused", false),
+            _ => ("rollback_failed", false),
         };
+        let incident_id = b["incident_id"].as_str().unwrap_or_default();
         crate::flows::evaluate::record_outcome(
             ctx.store,
-            doc.body["incident_id"].as_str().unwrap_or_default(),
-            json!({"execution_id": id, "result": result, "target_deployment": doc.body["target_deployment"],
-                   "verified": healthy, "error": doc.body["error"], "at": now.as_millis()}),
-            result == "rolled_back",
+            incident_id,
+            json!({"execution_id": id, "result": result, "target_deployment": target,
+                   "verified": healthy, "error": b["error"], "refused": b["refused"],
+                   "superseded": b["superseded"], "at": now.as_millis()}),
+            close,
             now,
         )
         .await?;
-        let msg = Message {
-            subject: match progress {
-                Progress::Succeeded => format!(
-                    "[{env}] rolled back to {}",
-                    doc.body["target_deployment"].as_str().unwrap_or("?")
-                ),
-                _ => format!("[{env}] rollback FAILED"),
-            },
-            text: format!(
-                "Execution {id}: {}. Verification: {}.",
-                doc.status,
-                action.replace('_', " ")
+        let dry = if dry_run {
+            " (dry run: nothing was called)"
+        } else {
+            ""
+        };
+        let (subject, text) = match progress {
+            Progress::Succeeded => (
+                format!("[{env}] rolled back to {target}{dry}"),
+                match healthy {
+                    Some(true) => "Verification: every probe passed.".to_string(),
+                    _ => format!(
+                        "Verification FAILED: {}.",
+                        verification["reasons"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                            .unwrap_or_default()
+                    ),
+                },
             ),
+            Progress::Superseded(serving) => (
+                format!("[{env}] rollback superseded: production serves {serving} now"),
+                format!(
+                    "The rollback from {} to {target} was superseded: production serves {serving} now. Nothing was rolled back.",
+                    b["from_deployment"].as_str().unwrap_or("?")
+                ),
+            ),
+            Progress::Refused(e) => (
+                format!("[{env}] rollback REFUSED before acting{dry}"),
+                format!("Nothing was rolled back. {e}"),
+            ),
+            Progress::Failed(e) => (format!("[{env}] rollback FAILED{dry}"), format!("Error: {e}")),
+            _ => (format!("[{env}] rollback {}", doc.status), String::new()),
+        };
+        let mut email_to = ctx.policy.channels.email_to.clone();
+        if let Some(apr) = request::load(ctx.store, &format!("apr_{incident_id}")).await? {
+            for a in &apr.rules.approvers {
+                if a.contains('@') && !email_to.contains(a) {
+                    email_to.push(a.clone());
+                }
+            }
+        }
+        let msg = Message {
+            subject,
+            text: format!("Execution {id}: {}. {text}", doc.status),
             request_id: None,
             links: vec![],
-            email_to: ctx.policy.channels.email_to.clone(),
+            email_to,
             sms_to: ctx.policy.channels.sms_to.clone(),
             idempotency_key: format!("execution/{id}/finished"),
         };

@@ -142,6 +142,74 @@ pub async fn roll_back(
     )
 }
 
+/// Rehearses the down scripts of `migrations`, in order, in one transaction
+/// that is always rolled back (with the same lock and statement timeouts as
+/// the real run): a script that would fail fails here, before anything acts.
+/// Checks, for each: a down script exists, it can run atomically, it is
+/// applied, and a destructive one has a verified backup when required
+/// (`backup_verified` answers per migration name).
+pub async fn rehearse(
+    client: &mut tokio_postgres::Client,
+    migrations: &[&Migration],
+    require_backup: bool,
+    backup_verified: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Value, DbRollbackError> {
+    let mut bodies = Vec::new();
+    for m in migrations {
+        let down = m
+            .down_sql
+            .as_deref()
+            .ok_or_else(|| DbRollbackError::NoDownScript(m.name.clone()))?;
+        let body = atomic_body(down).map_err(|reason| DbRollbackError::NotAtomic {
+            name: m.name.clone(),
+            reason,
+        })?;
+        let reasons = destructive(down);
+        if !reasons.is_empty() && require_backup && !backup_verified(&m.name) {
+            return Err(DbRollbackError::DestructiveWithoutBackup {
+                name: m.name.clone(),
+                reasons: reasons.join("; "),
+            });
+        }
+        bodies.push((m, body));
+    }
+    let started = std::time::Instant::now();
+    let tx = client.transaction().await.map_err(db)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        STATEMENT_LOCK_TIMEOUT.as_millis(),
+        STATEMENT_TIMEOUT.as_millis()
+    ))
+    .await
+    .map_err(db)?;
+    for (m, body) in &bodies {
+        let applied = tx
+            .query_opt(
+                "SELECT 1 FROM _prisma_migrations
+                 WHERE migration_name = $1 AND rolled_back_at IS NULL AND finished_at IS NOT NULL",
+                &[&m.name],
+            )
+            .await
+            .map_err(db)?;
+        if applied.is_none() {
+            return Err(DbRollbackError::NotApplied(m.name.clone()));
+        }
+        for s in body {
+            tx.batch_execute(&s.text).await.map_err(|e| match db(e) {
+                DbRollbackError::DownFailed(d) => {
+                    DbRollbackError::DownFailed(format!("{}: {d}", m.name))
+                }
+                other => other,
+            })?;
+        }
+    }
+    tx.rollback().await.map_err(db)?;
+    Ok(
+        json!({"rehearsed": bodies.iter().map(|(m, _)| m.name.as_str()).collect::<Vec<_>>(),
+              "ms": started.elapsed().as_millis() as u64}),
+    )
+}
+
 async fn run_down(
     client: &mut tokio_postgres::Client,
     m: &Migration,

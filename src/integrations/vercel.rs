@@ -73,6 +73,12 @@ pub trait VercelApi: Send + Sync {
     ) -> Result<(), VercelError>;
     /// The project's most recent alias job, if any.
     async fn last_alias_request(&self) -> Result<Option<AliasRequest>, VercelError>;
+    /// The deployment production serves now (`targets.production.id` of
+    /// `GET /v9/projects/{id}`; vercel/sdk `getprojectresponsebody.ts`).
+    async fn production_deployment(&self) -> Result<Option<String>, VercelError>;
+    /// A deployment's `readyState` (`GET /v13/deployments/{id}`: READY,
+    /// ERROR, BUILDING, …); `None` when Vercel does not know it (404).
+    async fn deployment_state(&self, id: &str) -> Result<Option<String>, VercelError>;
     /// Every project environment variable, decrypted where the API allows.
     async fn list_env(&self) -> Result<Vec<EnvVar>, VercelError>;
     /// Creates a variable (`POST /v10/projects/{id}/env?upsert=true`).
@@ -283,6 +289,29 @@ impl VercelApi for VercelClient {
                 .unwrap_or("rollback")
                 .to_string(),
         }))
+    }
+
+    async fn production_deployment(&self) -> Result<Option<String>, VercelError> {
+        let url = self.url(&format!("/v9/projects/{}", self.cfg.project_id), &[])?;
+        let (_, body) = self.send(reqwest::Method::GET, url, None).await?;
+        Ok(body
+            .pointer("/targets/production/id")
+            .and_then(Value::as_str)
+            .map(String::from))
+    }
+
+    async fn deployment_state(&self, id: &str) -> Result<Option<String>, VercelError> {
+        let url = self.url(&format!("/v13/deployments/{id}"), &[])?;
+        match self.send(reqwest::Method::GET, url, None).await {
+            Ok((_, body)) => Ok(Some(
+                body.get("readyState")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| VercelError::Decode("readyState".into()))?
+                    .to_string(),
+            )),
+            Err(VercelError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_env(&self) -> Result<Vec<EnvVar>, VercelError> {

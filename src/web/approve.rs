@@ -14,6 +14,7 @@ use crate::core::clock::Timestamp;
 use crate::core::html::escape;
 use crate::flows::approval::{self as request, ApprovalView, ApproveError};
 use crate::runtime::app::App;
+use crate::store::Doc;
 use crate::web::error::ApiError;
 use crate::web::respond::{html_response, json_response, Request, Response};
 
@@ -108,11 +109,24 @@ pub async fn get(app: &App, req: Request) -> Result<Response, ApiError> {
             StatusCode::OK,
             &json!({"approver": claims.approver, "request": summary(&view)}),
         )),
-        Ok((claims, view)) => Ok(html_response(
-            StatusCode::OK,
-            "Confirm rollback",
-            &confirmation(&token, &claims.approver, &view),
-        )),
+        Ok((claims, view)) => {
+            let execution = match view.body["incident_id"].as_str() {
+                Some(i) if view.state != State::Pending => {
+                    store
+                        .get_doc(
+                            crate::flows::execute::EXECUTION_KIND,
+                            &crate::flows::execute::execution_id(i),
+                        )
+                        .await?
+                }
+                _ => None,
+            };
+            Ok(html_response(
+                StatusCode::OK,
+                "Confirm rollback",
+                &confirmation(&token, &claims.approver, &view, execution.as_ref()),
+            ))
+        }
         Err(e) => refuse(app, json_wanted, e, now, &client_info(&req)).await,
     }
 }
@@ -252,7 +266,7 @@ fn findings(v: &ApprovalView) -> String {
     }
 }
 
-fn confirmation(token: &str, approver: &str, v: &ApprovalView) -> String {
+fn confirmation(token: &str, approver: &str, v: &ApprovalView, execution: Option<&Doc>) -> String {
     let actions = if v.state == State::Pending {
         format!(
             "<form method=\"post\" action=\"/api/approve\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
@@ -262,14 +276,35 @@ fn confirmation(token: &str, approver: &str, v: &ApprovalView) -> String {
             escape(token)
         )
     } else {
+        let what =
+            match execution {
+                Some(e) if e.status == "superseded" => format!(
+                " The rollback was superseded: production serves {} now. Nothing was rolled back.",
+                escape(e.body["superseded"]["serving_now"].as_str().unwrap_or("another deployment"))
+            ),
+                Some(e) if e.status == "refused" => {
+                    " The rollback was refused before anything was called. Nothing was rolled back."
+                        .into()
+                }
+                Some(e) if e.status == "succeeded" && e.body["dry_run"] == true => {
+                    " Dry run: Vercel was not called.".into()
+                }
+                Some(e) => format!(" Rollback: {}.", escape(&e.status)),
+                None => String::new(),
+            };
         format!(
-            "<p><strong>This request is already {}.</strong></p>",
+            "<p><strong>This request is already {}.{what}</strong></p>",
             escape(v.state.as_str())
         )
     };
+    let env = escape(v.body["environment"].as_str().unwrap_or("?"));
+    let heading = if v.state == State::Pending {
+        format!("Roll back {env}?")
+    } else {
+        format!("Rollback of {env}")
+    };
     format!(
-        "<h1>Roll back {}?</h1><p>This link was issued to <strong>{}</strong> and works only for them.</p>{}{}{}",
-        escape(v.body["environment"].as_str().unwrap_or("?")),
+        "<h1>{heading}</h1><p>This link was issued to <strong>{}</strong>. Anyone holding it can decide, and the decision is recorded as theirs, so do not forward it.</p>{}{}{}",
         escape(approver),
         facts(v),
         findings(v),
@@ -284,6 +319,8 @@ fn outcome_page(v: &ApprovalView, decision: Decision, rollback: Option<&Value>) 
             Some("succeeded") if rollback.is_some_and(|r| r["dry_run"] == true) => "Approved. Dry run: the rollback was recorded but Vercel was not called (no VERCEL_TOKEN).".into(),
             Some("succeeded") => "Approved. The rollback is complete.".into(),
             Some("failed") => format!("Approved, but the rollback failed: {}", rollback.and_then(|r| r["error"].as_str()).unwrap_or("unknown error")),
+            Some("superseded") => format!("Approved, but the plan was superseded. Nothing was rolled back: {}.", rollback.and_then(|r| r["error"].as_str()).unwrap_or("production changed")),
+            Some("refused") => format!("Approved, but the rollback was refused before anything was called. Nothing was rolled back: {}", rollback.and_then(|r| r["error"].as_str()).unwrap_or("a preflight check failed")),
             _ => "Approved. The rollback is in progress.".into(),
         },
         (Decision::Approve, _) => format!("Approval recorded. Waiting for {} more.", v.rules.quorum as usize - v.rules.decisions.iter().filter(|(_, d)| *d == Decision::Approve).count()),

@@ -471,3 +471,115 @@ async fn an_unanswered_request_escalates_or_rolls_back_as_configured() {
         }
     }
 }
+
+/// An app with email approvals for production, fake Vercel and Resend.
+async fn production_with_email(
+    backend: Backend,
+    vercel: &fake_vercel::FakeVercel,
+    resend: &fake_http::Recorder,
+) -> TestApp {
+    let policy = "[environments.production]\napproval = \"required\"\napprovers = [\"alice@example.com\"]\nquorum = 1\n";
+    TestApp::spawn(
+        backend,
+        &[
+            ("CRON_SECRET", CRON),
+            ("APPROVAL_SIGNING_KEYS", KEYS),
+            ("ROLLBACK_GUARD_POLICY_TOML", policy),
+            ("RESEND_API_KEY", "re_test_key_123"),
+            ("EMAIL_FROM", "Rollback Guard <guard@example.com>"),
+            ("RESEND_API_BASE", &resend.url),
+            ("VERCEL_TOKEN", fake_vercel::TOKEN),
+            ("VERCEL_PROJECT_ID", fake_vercel::PROJECT),
+            ("VERCEL_API_BASE", &vercel.url),
+        ],
+    )
+    .await
+}
+
+fn approval_links(resend: &fake_http::Recorder) -> Vec<String> {
+    resend
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/emails" && r.body.contains("api/approve?token="))
+        .map(|r| link_in(&r.body))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_approval_for_a_deployment_production_no_longer_serves_is_superseded_and_calls_nothing()
+{
+    let resend = fake_http::start(vec![], (200, r#"{"id":"email_1"}"#)).await;
+    let vercel = fake_vercel::start(State::default()).await;
+    let app = production_with_email(Backend::Postgres, &vercel, &resend).await;
+    let s = app.store().clone();
+    bad_deploy(s.as_ref(), "production", now_ms() - 6 * 60_000).await;
+    let report = cron(&app, "/api/cron/evaluate").await;
+    let env = &report["result"]["environments"][0];
+    assert_eq!(env["decision"]["action"], "approval_requested", "{report}");
+    let link = approval_links(&resend).pop().unwrap();
+
+    // While the link waits in the inbox, a fix is promoted.
+    super::seed::deploy(s.as_ref(), "production", "dpl_fix", now_ms()).await;
+    vercel.state.lock().unwrap().production = Some("dpl_fix".into());
+
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[("token", token_of(&link).as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Nothing was rolled back"), "{page}");
+    assert!(page.contains("dpl_fix"), "{page}");
+    {
+        let v = vercel.state.lock().unwrap();
+        assert_eq!(v.accepted, 0, "production was rolled back from the fix");
+        assert!(v.rollback_calls.is_empty());
+    }
+    let id = env["incident"]["id"].as_str().unwrap();
+    let exe = s
+        .get_doc("execution", &format!("exe_{id}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exe.status, "superseded", "{}", exe.body);
+    assert_eq!(exe.body["superseded"]["serving_now"], "dpl_fix");
+    let incident = s.get_doc("incident", id).await.unwrap().unwrap();
+    assert_eq!(incident.status, "closed");
+    assert_eq!(incident.body["outcome"]["result"], "superseded");
+    // People are told, and the audit says why.
+    let told = resend
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.body.contains("superseded") && r.body.contains("dpl_fix"));
+    assert!(told);
+    let actions: Vec<String> = s
+        .audit_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    assert!(
+        actions.contains(&"rollback_superseded".to_string()),
+        "{actions:?}"
+    );
+    // Reopening the link shows what happened instead of asking again.
+    let page = app
+        .client
+        .get(&link)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("superseded"), "{page}");
+    assert!(!page.contains("Approve rollback"), "{page}");
+}

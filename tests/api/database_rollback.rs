@@ -427,3 +427,81 @@ async fn downs_that_cannot_run_in_one_transaction_are_refused_before_anything_ru
         );
     }
 }
+
+#[tokio::test]
+async fn a_down_that_would_fail_is_refused_before_vercel_moves_the_code() {
+    use rollback_guard::flows::execute::{self, AppDb, Deps, Limits, Plan, Progress};
+    use rollback_guard::integrations::clock::SystemClock;
+    let db = ScratchDb::new().await;
+    let client = app_database::connect(&db.url).await.unwrap();
+    let m = enum_fixtures();
+    prisma_deploy(&client, &m[0]).await;
+    prisma_deploy(&client, &m[1]).await;
+    // A view made by hand depends on the column the down drops (2BP01 at run time).
+    client
+        .batch_execute(r#"CREATE VIEW "Nicknames" AS SELECT "nickname" FROM "User""#)
+        .await
+        .unwrap();
+    let before = schema_dump(&db.url);
+    let t = super::helpers::TestStore::new(super::helpers::Backend::Sqlite).await;
+    let app_db = AppDb {
+        url: rollback_guard::core::secret::Secret::new(db.url.clone()),
+        migrations_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/prisma_enum/migrations"),
+        down_file: "down.sql".into(),
+        require_backup: false,
+    };
+    let plan = Plan {
+        environment: "production".into(),
+        incident_id: "inc_pre".into(),
+        from_deployment: "dpl_bad".into(),
+        target_deployment: "dpl_good".into(),
+        requested_by: "operator".into(),
+        reason: "bad migration".into(),
+        dry_run: false,
+        migrations: vec![m[1].name.clone()],
+    };
+    let now = rollback_guard::core::clock::Clock::now(&SystemClock);
+    let (id, _) = execute::start(t.store.as_ref(), &plan, now).await.unwrap();
+    let fake = super::fake_vercel::start(super::fake_vercel::State::default()).await;
+    let vercel = rollback_guard::integrations::vercel::VercelClient::new(
+        super::fake_vercel::config(&fake.url),
+        rollback_guard::integrations::vercel::Retry::default(),
+    );
+    let deps = Deps {
+        vercel: Some(&vercel),
+        app_db: Some(&app_db),
+        sealer: None,
+    };
+    let progress =
+        execute::drive_with(t.store.as_ref(), deps, &SystemClock, &id, Limits::default())
+            .await
+            .unwrap();
+    assert!(
+        matches!(progress, Progress::Refused(ref e) if e.contains("2BP01") && e.contains(&m[1].name)),
+        "{progress:?}"
+    );
+    assert_eq!(fake.state.lock().unwrap().accepted, 0, "Vercel was called");
+    assert!(fake.state.lock().unwrap().rollback_calls.is_empty());
+    assert_eq!(schema_dump(&db.url), before, "the rehearsal left a trace");
+    assert_eq!(
+        history(&client).await,
+        [
+            ("20261201000000_init".to_string(), false),
+            ("20261202000000_guest_role_and_nickname".into(), false)
+        ]
+    );
+    let doc = t.store.get_doc("execution", &id).await.unwrap().unwrap();
+    assert_eq!(doc.status, "refused");
+    assert!(doc.body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "pending"));
+    // Driving again does not act either.
+    let again = execute::drive_with(t.store.as_ref(), deps, &SystemClock, &id, Limits::default())
+        .await
+        .unwrap();
+    assert!(matches!(again, Progress::Refused(_)));
+    assert_eq!(fake.state.lock().unwrap().accepted, 0);
+}

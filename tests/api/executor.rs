@@ -256,6 +256,21 @@ async fn a_failed_vercel_job_fails_the_execution_and_dry_runs_call_nothing() {
     );
 
     let t2 = TestStore::new(Backend::Sqlite).await;
+    // A dry run checks what it can reach: an unknown target would be refused.
+    let (id, _) = execute::start(t2.store.as_ref(), &plan(true), SystemClock.now_ts())
+        .await
+        .unwrap();
+    let refused = execute::drive(t2.store.as_ref(), None, &SystemClock, &id, limits())
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Progress::Refused(ref e) if e.contains("dpl_good does not exist")),
+        "{refused:?}"
+    );
+    let t2 = TestStore::new(Backend::Sqlite).await;
+    let t0 = SystemClock.now_ts().as_millis() - 3_600_000;
+    super::seed::deploy(t2.store.as_ref(), "production", "dpl_good", t0).await;
+    super::seed::deploy(t2.store.as_ref(), "production", "dpl_bad", t0 + 60_000).await;
     let (id, _) = execute::start(t2.store.as_ref(), &plan(true), SystemClock.now_ts())
         .await
         .unwrap();
@@ -272,11 +287,13 @@ async fn a_failed_vercel_job_fails_the_execution_and_dry_runs_call_nothing() {
         1,
         "only the first (non-dry) execution called Vercel"
     );
-    assert!(
+    assert_eq!(
         rollback_guard::flows::registry::current(t2.store.as_ref(), "production")
             .await
             .unwrap()
-            .is_none(),
+            .unwrap()
+            .deployment_id,
+        "dpl_bad",
         "a dry run moves nothing"
     );
 }

@@ -28,6 +28,12 @@ pub struct State {
     pub envs: Vec<serde_json::Value>,
     /// Env writes received: (method, path, body).
     pub env_writes: Vec<(String, String, serde_json::Value)>,
+    /// What production serves (`targets.production.id`); `dpl_bad` when unset.
+    /// A succeeded rollback job moves it to the job's target.
+    pub production: Option<String>,
+    /// `readyState` per deployment for `GET /v13/deployments/{id}`; READY
+    /// when unlisted, 404 for `dpl_unknown`.
+    pub ready_states: Vec<(String, String)>,
 }
 
 pub struct FakeVercel {
@@ -197,13 +203,42 @@ pub async fn start(state: State) -> FakeVercel {
                                     if done {
                                         alias["jobStatus"] =
                                             json!(if fails { "failed" } else { "succeeded" });
+                                        if !fails {
+                                            s.production =
+                                                alias["toDeploymentId"].as_str().map(String::from);
+                                        }
                                     } else {
                                         s.polls_until_done -= 1;
                                     }
                                 }
+                                let production =
+                                    s.production.clone().unwrap_or_else(|| "dpl_bad".into());
                                 return Ok(reply(
                                     200,
-                                    json!({"id": PROJECT, "name": "shop", "lastAliasRequest": s.last_alias}),
+                                    json!({"id": PROJECT, "name": "shop", "lastAliasRequest": s.last_alias,
+                                           "targets": {"production": {"id": production, "readyState": "READY"}}}),
+                                    &[],
+                                ));
+                            }
+                            if let (true, Some(id)) = (
+                                method == hyper::Method::GET,
+                                path.strip_prefix("/v13/deployments/"),
+                            ) {
+                                if id == "dpl_unknown" {
+                                    return Ok(reply(
+                                        404,
+                                        json!({"error": {"code": "not_found", "message": "Deployment not found"}}),
+                                        &[],
+                                    ));
+                                }
+                                let state = s
+                                    .ready_states
+                                    .iter()
+                                    .find(|(d, _)| d == id)
+                                    .map_or("READY", |(_, st)| st.as_str());
+                                return Ok(reply(
+                                    200,
+                                    json!({"id": id, "url": format!("{id}.vercel.app"), "readyState": state, "target": "production"}),
                                     &[],
                                 ));
                             }

@@ -8,6 +8,7 @@
 mod code;
 mod config;
 pub mod database;
+mod preflight;
 mod step;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::flows::registry;
 use crate::integrations::vercel::VercelApi;
 use crate::store::lease::{run_exclusive, LeaseOutcome};
 use crate::store::{DeploymentState, Doc, DocFilter, DocWrite, Store, StoreError, StoreResult};
+use preflight::Preflight;
 use step::{StepCtx, StepResult};
 
 /// Document kind of executions.
@@ -212,6 +214,11 @@ pub(crate) async fn save(store: &dyn Store, doc: &mut Doc, now: Timestamp) -> St
 pub enum Progress {
     Succeeded,
     Failed(String),
+    /// Production no longer serves the deployment the plan was made for
+    /// (it serves this one): nothing was called.
+    Superseded(String),
+    /// A preflight check failed before any step acted: nothing was called.
+    Refused(String),
     /// Still waiting on Vercel; the next evaluate run continues.
     InProgress,
     /// Another run holds the lease.
@@ -282,23 +289,71 @@ async fn drive_locked(
                 doc.body["error"].as_str().unwrap_or("failed").to_string(),
             ))
         }
+        "superseded" => {
+            return Ok(Progress::Superseded(
+                doc.body["superseded"]["serving_now"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            ))
+        }
+        "refused" => return Ok(Progress::Refused(refusal(&doc))),
         _ => {}
     }
+    let cx = StepCtx {
+        store,
+        deps,
+        clock,
+        limits,
+    };
     if doc.status == "pending" {
-        doc.status = "running".into();
-        save(store, &mut doc, clock.now()).await?;
+        // Act only on the world the plan was made for, and only once every
+        // step is known to be possible.
+        let now = clock.now();
+        let (status, action, detail) = match preflight::check(&cx, &doc).await? {
+            Preflight::Go(detail) => {
+                doc.body["preflight"] = detail;
+                ("running", None, Value::Null)
+            }
+            Preflight::Retry(error) => {
+                doc.body["preflight"] = json!({"last_error": error});
+                save(store, &mut doc, now).await?;
+                return Ok(Progress::InProgress);
+            }
+            Preflight::Superseded { serving_now } => {
+                let detail = json!({"serving_now": serving_now, "planned_from": doc.body["from_deployment"], "at": now.as_millis()});
+                doc.body["superseded"] = detail.clone();
+                ("superseded", Some("rollback_superseded"), detail)
+            }
+            Preflight::Refused(reasons) => {
+                doc.body["refused"] = json!(reasons);
+                (
+                    "refused",
+                    Some("rollback_refused"),
+                    json!({"reasons": reasons}),
+                )
+            }
+        };
+        doc.status = status.into();
+        save(store, &mut doc, now).await?;
+        if let Some(action) = action {
+            crate::store::audit(store, now, "executor", action, id, detail).await?;
+            return Ok(match status {
+                "superseded" => Progress::Superseded(
+                    doc.body["superseded"]["serving_now"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string(),
+                ),
+                _ => Progress::Refused(refusal(&doc)),
+            });
+        }
     }
     let steps = doc.body["steps"].as_array().map_or(0, Vec::len);
     for i in 0..steps {
         if doc.body["steps"][i]["status"] == "succeeded" {
             continue;
         }
-        let cx = StepCtx {
-            store,
-            deps,
-            clock,
-            limits,
-        };
         let outcome = match doc.body["steps"][i]["kind"].as_str() {
             Some("database") => database::run(&cx, &mut doc, i).await?,
             Some("config") => config::run(&cx, &mut doc, i).await?,
@@ -350,6 +405,18 @@ async fn drive_locked(
     )
     .await?;
     Ok(Progress::Succeeded)
+}
+
+fn refusal(doc: &Doc) -> String {
+    doc.body["refused"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_else(|| "refused".into())
 }
 
 /// Executions that have not finished (for the evaluate cron to resume).
