@@ -96,19 +96,22 @@ pub async fn load(store: &dyn Store, id: &str) -> StoreResult<Option<ApprovalVie
     Ok(store.get_doc(APPROVAL_KIND, id).await?.map(|d| view(&d)))
 }
 
-/// Opens the approval request for a plan (once per incident) and mints one
-/// link per approver. Returns `None` links when the request already existed.
+/// Opens the approval request for a plan (once per incident). The same
+/// write records that the approvers still have to be notified
+/// (`notification.status = "pending"`), so a crash or a failing provider
+/// never loses the notice: [`crate::flows::decide`] sends it, and re-sends
+/// with backoff until a channel delivers. Returns the request and whether
+/// this call created it.
 pub async fn open(
     store: &dyn Store,
     keys: &[SigningKey],
     plan: &Plan,
     env: &Environment,
     evidence: &Value,
-    base_url: &str,
     now: Timestamp,
-) -> Result<(ApprovalView, Option<Vec<(String, String)>>), ApproveError> {
-    let key = keys.first().ok_or(ApproveError::NoKeys)?;
-    let id = format!("apr_{}", plan.incident_id);
+) -> Result<(ApprovalView, bool), ApproveError> {
+    keys.first().ok_or(ApproveError::NoKeys)?;
+    let id = approval_id(&plan.incident_id);
     let expires_at = now.plus(env.approval_timeout);
     let doc = Doc {
         kind: APPROVAL_KIND.into(),
@@ -124,25 +127,57 @@ pub async fn open(
             "requested_by": plan.requested_by, "created_at": now.as_millis(), "expires_at": expires_at.as_millis(),
             "on_timeout": match env.on_timeout { TimeoutAction::Rollback => "rollback", TimeoutAction::HoldAndEscalate => "hold_and_escalate" },
             "decisions": [],
+            "notification": {"status": "pending", "attempts": 0, "next_at": now.as_millis()},
         }),
     };
     if store.put_doc(&doc, None).await? == DocWrite::Conflict {
         let existing = load(store, &id)
             .await?
             .ok_or(ApproveError::UnknownRequest)?;
-        return Ok((existing, None));
+        return Ok((existing, false));
     }
-    let ttl = env.approval_timeout.as_secs() as i64;
-    let links = env
+    store
+        .append_audit(AuditEntry {
+            at: now,
+            actor: "system".into(),
+            action: "approval_requested".into(),
+            subject: id.clone(),
+            detail: json!({"incident_id": plan.incident_id, "approvers": env.approvers, "quorum": env.quorum, "target_deployment": plan.target_deployment, "expires_at": expires_at.as_millis()}),
+        })
+        .await?;
+    Ok((view(&doc_with_version(doc, 1)), true))
+}
+
+/// The approval request id of an incident.
+pub fn approval_id(incident_id: &str) -> String {
+    format!("apr_{incident_id}")
+}
+
+/// One fresh link per approver, valid until the request expires. Links are
+/// never stored: a re-send mints new ones (each approver still decides once).
+pub fn mint_links(
+    keys: &[SigningKey],
+    view: &ApprovalView,
+    base_url: &str,
+    now: Timestamp,
+) -> Result<Vec<(String, String)>, ApproveError> {
+    let key = keys.first().ok_or(ApproveError::NoKeys)?;
+    let b = &view.body;
+    let ttl = (view.rules.expires_at.as_millis() - now.as_millis()) / 1000;
+    if ttl <= 0 {
+        return Ok(Vec::new());
+    }
+    Ok(view
+        .rules
         .approvers
         .iter()
         .map(|who| {
             let claims = Claims::new(
-                &id,
-                &plan.incident_id,
+                &view.id,
+                b["incident_id"].as_str().unwrap_or_default(),
                 "rollback",
                 who,
-                &plan.target_deployment,
+                b["target_deployment"].as_str().unwrap_or_default(),
                 now,
                 ttl,
                 rand::random(),
@@ -156,17 +191,48 @@ pub async fn open(
                 ),
             )
         })
-        .collect();
-    store
-        .append_audit(AuditEntry {
-            at: now,
-            actor: "system".into(),
-            action: "approval_requested".into(),
-            subject: id.clone(),
-            detail: json!({"incident_id": plan.incident_id, "approvers": env.approvers, "quorum": env.quorum, "target_deployment": plan.target_deployment, "expires_at": expires_at.as_millis()}),
-        })
-        .await?;
-    Ok((view(&doc_with_version(doc, 1)), Some(links)))
+        .collect())
+}
+
+/// Rewrites a request's body field `key` (compare-and-set, re-reading on
+/// concurrent writes, e.g. a decision landing at the same time).
+pub async fn set_field(
+    store: &dyn Store,
+    id: &str,
+    key: &str,
+    value: Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    for _ in 0..20 {
+        let Some(mut d) = store.get_doc(APPROVAL_KIND, id).await? else {
+            return Ok(());
+        };
+        let expected = d.version;
+        d.body[key] = value.clone();
+        d.updated_at = now;
+        if let DocWrite::Written(_) = store.put_doc(&d, Some(expected)).await? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Contention(format!("approval {id}")))
+}
+
+/// Requests in `state`, newest first (at most `limit`).
+pub async fn in_state(
+    store: &dyn Store,
+    state: State,
+    limit: usize,
+) -> StoreResult<Vec<ApprovalView>> {
+    let filter = DocFilter {
+        scope: None,
+        status: Some(state.as_str().into()),
+    };
+    Ok(store
+        .list_docs(APPROVAL_KIND, &filter, limit)
+        .await?
+        .iter()
+        .map(view)
+        .collect())
 }
 
 fn doc_with_version(mut d: Doc, v: i64) -> Doc {

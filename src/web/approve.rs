@@ -168,7 +168,15 @@ pub async fn post(app: &App, req: Request) -> Result<Response, ApiError> {
         Err(e) => return refuse(app, json_wanted, e, now, &client).await,
     };
     let rollback = if view.state == State::Approved {
-        Some(start_rollback(app, &req, &view, now).await?)
+        match start_rollback(app, &req, &view, now).await {
+            Ok(r) => Some(r),
+            // The decision is recorded: the evaluate cron starts what is left.
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Some(json!({
+                "status": "queued",
+                "error": "the state store did not answer just now; the rollback starts automatically on the next evaluate run",
+            })),
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -319,6 +327,7 @@ fn outcome_page(v: &ApprovalView, decision: Decision, rollback: Option<&Value>) 
             Some("succeeded") if rollback.is_some_and(|r| r["dry_run"] == true) => "Approved. Dry run: the rollback was recorded but Vercel was not called (no VERCEL_TOKEN).".into(),
             Some("succeeded") => "Approved. The rollback is complete.".into(),
             Some("failed") => format!("Approved, but the rollback failed: {}", rollback.and_then(|r| r["error"].as_str()).unwrap_or("unknown error")),
+            Some("queued") => "Approved. Your decision is recorded; the rollback starts automatically within a minute.".into(),
             Some("superseded") => format!("Approved, but the plan was superseded. Nothing was rolled back: {}.", rollback.and_then(|r| r["error"].as_str()).unwrap_or("production changed")),
             Some("refused") => format!("Approved, but the rollback was refused before anything was called. Nothing was rolled back: {}", rollback.and_then(|r| r["error"].as_str()).unwrap_or("a preflight check failed")),
             _ => "Approved. The rollback is in progress.".into(),

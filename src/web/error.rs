@@ -109,7 +109,7 @@ impl From<StoreError> for ApiError {
                 let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
-                    "state store is unavailable; nothing was recorded, retry later",
+                    "state store is unavailable; retry later",
                 );
                 e.retry_after = Some(5);
                 e

@@ -583,3 +583,99 @@ async fn an_approval_for_a_deployment_production_no_longer_serves_is_superseded_
     assert!(page.contains("superseded"), "{page}");
     assert!(!page.contains("Approve rollback"), "{page}");
 }
+
+#[tokio::test]
+async fn approval_links_that_could_not_be_delivered_are_sent_again_after_a_backoff() {
+    // Resend fails the first delivery (both tries), then works.
+    let resend = fake_http::start(
+        vec![(500, "internal_error"), (500, "internal_error")],
+        (200, r#"{"id":"email_2"}"#),
+    )
+    .await;
+    let vercel = fake_vercel::start(State::default()).await;
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let policy = "[environments.production]\napproval = \"required\"\napprovers = [\"alice@example.com\"]\nquorum = 1\napproval_timeout = \"2h\"\n";
+    let app = TestApp::spawn_with_clock(
+        Backend::Sqlite,
+        &[
+            ("CRON_SECRET", CRON),
+            ("APPROVAL_SIGNING_KEYS", KEYS),
+            ("ROLLBACK_GUARD_POLICY_TOML", policy),
+            ("RESEND_API_KEY", "re_test_key_123"),
+            ("EMAIL_FROM", "Rollback Guard <guard@example.com>"),
+            ("RESEND_API_BASE", &resend.url),
+            ("VERCEL_TOKEN", fake_vercel::TOKEN),
+            ("VERCEL_PROJECT_ID", fake_vercel::PROJECT),
+            ("VERCEL_API_BASE", &vercel.url),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let s = app.store().clone();
+    let t0 = clock.now().as_millis() - 6 * 60_000;
+    bad_deploy(s.as_ref(), "production", t0).await;
+    traffic(
+        s.as_ref(),
+        "production",
+        "dpl_bad",
+        t0 + 6 * 60_000,
+        t0 + 60 * 60_000,
+        200.0,
+        30.0,
+    )
+    .await;
+
+    let report = cron(&app, "/api/cron/evaluate").await;
+    let env = &report["result"]["environments"][0];
+    assert_eq!(env["decision"]["action"], "approval_requested", "{report}");
+    assert!(env["decision"]["notified_via"].is_null(), "{report}");
+    // Each attempt carries its own idempotency key (a retry inside one attempt reuses it).
+    let attempts = || {
+        let mut keys: Vec<String> = resend
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.body.contains("api/approve?token="))
+            .filter_map(|r| r.header("idempotency-key").map(String::from))
+            .collect();
+        keys.dedup();
+        keys
+    };
+    assert_eq!(attempts().len(), 1);
+    assert!(attempts()[0].contains("/1/"), "{:?}", attempts());
+
+    // Not before the backoff…
+    clock.advance(Duration::from_secs(30));
+    cron(&app, "/api/cron/evaluate").await;
+    assert_eq!(attempts().len(), 1);
+    // …then again, with a fresh link that works.
+    clock.advance(Duration::from_secs(60));
+    let report = cron(&app, "/api/cron/evaluate").await;
+    assert_eq!(attempts().len(), 2, "{report}");
+    let links = approval_links(&resend);
+    let apr = s
+        .list_docs("approval", &Default::default(), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(apr.body["notification"]["status"], "sent");
+    assert_eq!(apr.body["notification"]["attempts"], 2);
+    assert!(attempts()[1].contains("/2/"), "{:?}", attempts());
+    // Sent once: later runs do not mail again.
+    clock.advance(Duration::from_secs(600));
+    cron(&app, "/api/cron/evaluate").await;
+    assert_eq!(attempts().len(), 2);
+    let res = app
+        .client
+        .post(app.url("/api/approve"))
+        .form(&[
+            ("token", token_of(links.last().unwrap()).as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(vercel.state.lock().unwrap().accepted, 1);
+}

@@ -18,6 +18,7 @@ mod e2e_browser;
 mod executor;
 mod fake_http;
 mod fake_vercel;
+mod faults;
 mod functions;
 mod health;
 mod helpers;

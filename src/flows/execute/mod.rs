@@ -421,17 +421,39 @@ fn refusal(doc: &Doc) -> String {
 
 /// Executions that have not finished (for the evaluate cron to resume).
 pub async fn unfinished(store: &dyn Store) -> StoreResult<Vec<String>> {
+    with_status(store, &["pending", "running"], 100, |_| true).await
+}
+
+/// Finished executions whose outcome was not reported yet (verification,
+/// incident outcome, notification), for the evaluate cron to report.
+pub async fn unreported(store: &dyn Store) -> StoreResult<Vec<String>> {
+    with_status(
+        store,
+        &["succeeded", "failed", "superseded", "refused"],
+        20,
+        |d| d.body["reported"] != true,
+    )
+    .await
+}
+
+async fn with_status(
+    store: &dyn Store,
+    statuses: &[&str],
+    limit: usize,
+    keep: impl Fn(&Doc) -> bool,
+) -> StoreResult<Vec<String>> {
     let mut ids = Vec::new();
-    for status in ["pending", "running"] {
+    for status in statuses {
         let filter = DocFilter {
             scope: None,
-            status: Some(status.into()),
+            status: Some((*status).into()),
         };
         ids.extend(
             store
-                .list_docs(EXECUTION_KIND, &filter, 100)
+                .list_docs(EXECUTION_KIND, &filter, limit)
                 .await?
                 .into_iter()
+                .filter(|d| keep(d))
                 .map(|d| d.id),
         );
     }
