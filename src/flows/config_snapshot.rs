@@ -116,6 +116,7 @@ pub async fn take(
             let aad = format!("{deployment}/{}/{target}", v.key);
             json!({
                 "key": v.key, "type": v.kind, "id": v.id, "targets": v.targets,
+                "git_branch": v.git_branch, "comment": v.comment, "custom_environment_ids": v.custom_environment_ids,
                 "fingerprint": v.value.as_deref().map(fingerprint),
                 "sealed": match (sealer, &v.value) { (Some(s), Some(val)) => Some(s.seal(val, &aad, rand::random())), _ => None },
             })
@@ -171,21 +172,48 @@ pub async fn restore(
             unchanged.push(key.to_string());
             continue;
         }
+        // Only types Vercel accepts on create are restored (system, encrypted,
+        // plain, sensitive); `secret` is a legacy reference and `system` is
+        // Vercel's own. A sensitive value is write-only, so it is never known.
+        if !matches!(kind, "encrypted" | "plain") {
+            manual.push(json!({"key": key, "why": match kind {
+                "sensitive" => "sensitive values are write-only in Vercel",
+                "secret" => "legacy secret-type variables are not restored automatically",
+                _ => "system variables are managed by Vercel",
+            }}));
+            continue;
+        }
         let aad = format!("{deployment}/{key}/{target}");
         let value = s["sealed"]
             .as_str()
             .and_then(|sealed| sealer.and_then(|k| k.open(sealed, &aad)));
         match (value, now) {
+            // Never write a blank secret back.
+            (Some(v), _) if v.is_empty() && kind != "plain" => manual.push(json!({"key": key, "why": "the snapshot holds no value for it"})),
             (Some(v), Some(cur)) => {
                 vercel.edit_env(&cur.id, &v).await.map_err(|e| format!("restoring {key}: {e}"))?;
                 restored.push(key.to_string());
             }
             (Some(v), None) => {
-                let targets: Vec<String> = s["targets"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect()).unwrap_or_else(|| vec![target.clone()]);
-                vercel.create_env(key, &v, kind, &targets).await.map_err(|e| format!("recreating {key}: {e}"))?;
+                let strings = |k: &str| -> Vec<String> { s[k].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect()).unwrap_or_default() };
+                let mut targets = strings("targets");
+                if targets.is_empty() {
+                    targets.push(target.clone());
+                }
+                let var = EnvVar {
+                    id: String::new(),
+                    key: key.to_string(),
+                    value: None,
+                    kind: kind.to_string(),
+                    targets,
+                    git_branch: s["git_branch"].as_str().map(String::from),
+                    comment: s["comment"].as_str().map(String::from),
+                    custom_environment_ids: strings("custom_environment_ids"),
+                };
+                vercel.create_env(&var, &v).await.map_err(|e| format!("recreating {key}: {e}"))?;
                 restored.push(key.to_string());
             }
-            (None, _) => manual.push(json!({"key": key, "why": if kind == "sensitive" { "sensitive values are write-only in Vercel" } else { "no SNAPSHOT_ENCRYPTION_KEY was set when the snapshot was taken" }})),
+            (None, _) => manual.push(json!({"key": key, "why": "no SNAPSHOT_ENCRYPTION_KEY was set when the snapshot was taken"})),
         }
     }
     let known: Vec<&str> = snap.body["vars"]

@@ -37,12 +37,17 @@ pub struct AliasRequest {
 pub struct EnvVar {
     pub id: String,
     pub key: String,
-    /// Decrypted value; `None` for `sensitive` variables, which the API never returns.
+    /// The readable value: `plain` values, and `encrypted` ones the API
+    /// returned with `decrypted: true`. `None` otherwise: `sensitive` values
+    /// are write-only (listed as `""`), `secret` and `system` are references.
     pub value: Option<String>,
     /// `plain`, `encrypted`, `secret`, `sensitive`, `system`.
     pub kind: String,
     /// `production`, `preview`, `development`.
     pub targets: Vec<String>,
+    pub git_branch: Option<String>,
+    pub comment: Option<String>,
+    pub custom_environment_ids: Vec<String>,
 }
 
 /// A Vercel API failure.
@@ -81,14 +86,10 @@ pub trait VercelApi: Send + Sync {
     async fn deployment_state(&self, id: &str) -> Result<Option<String>, VercelError>;
     /// Every project environment variable, decrypted where the API allows.
     async fn list_env(&self) -> Result<Vec<EnvVar>, VercelError>;
-    /// Creates a variable (`POST /v10/projects/{id}/env?upsert=true`).
-    async fn create_env(
-        &self,
-        key: &str,
-        value: &str,
-        kind: &str,
-        targets: &[String],
-    ) -> Result<(), VercelError>;
+    /// Creates a variable (`POST /v10/projects/{id}/env?upsert=true`) with
+    /// its targets, branch, comment and custom environments. The 201 answer
+    /// lists per-variable failures in `failed[]`: any is an error.
+    async fn create_env(&self, var: &EnvVar, value: &str) -> Result<(), VercelError>;
     /// Sets a variable's value (`PATCH /v9/projects/{id}/env/{envId}`).
     async fn edit_env(&self, id: &str, value: &str) -> Result<(), VercelError>;
 }
@@ -315,33 +316,64 @@ impl VercelApi for VercelClient {
     }
 
     async fn list_env(&self) -> Result<Vec<EnvVar>, VercelError> {
-        let url = self.url(
-            &format!("/v10/projects/{}/env", self.cfg.project_id),
-            &[("decrypt", "true")],
-        )?;
+        // Listed without the deprecated `decrypt=true`; an encrypted value the
+        // list did not decrypt is read from the per-variable endpoint.
+        let url = self.url(&format!("/v10/projects/{}/env", self.cfg.project_id), &[])?;
         let (_, body) = self.send(reqwest::Method::GET, url, None).await?;
         let list = body
             .get("envs")
             .and_then(Value::as_array)
             .ok_or_else(|| VercelError::Decode("envs".into()))?;
-        Ok(list.iter().filter_map(env_from).collect())
+        let mut out = Vec::with_capacity(list.len());
+        for item in list {
+            let Some(mut var) = env_from(item) else {
+                continue;
+            };
+            if var.kind == "encrypted" && var.value.is_none() {
+                let url = self.url(
+                    &format!("/v1/projects/{}/env/{}", self.cfg.project_id, var.id),
+                    &[],
+                )?;
+                let (_, one) = self.send(reqwest::Method::GET, url, None).await?;
+                var.value = env_from(&one).and_then(|v| v.value);
+            }
+            out.push(var);
+        }
+        Ok(out)
     }
 
-    async fn create_env(
-        &self,
-        key: &str,
-        value: &str,
-        kind: &str,
-        targets: &[String],
-    ) -> Result<(), VercelError> {
+    async fn create_env(&self, var: &EnvVar, value: &str) -> Result<(), VercelError> {
         let url = self.url(
             &format!("/v10/projects/{}/env", self.cfg.project_id),
             &[("upsert", "true")],
         )?;
-        let body = serde_json::json!({"key": key, "value": value, "type": kind, "target": targets});
-        self.send(reqwest::Method::POST, url, Some(body))
-            .await
-            .map(|_| ())
+        let mut body = serde_json::json!({"key": var.key, "value": value, "type": var.kind, "target": var.targets});
+        if let Some(b) = &var.git_branch {
+            body["gitBranch"] = serde_json::json!(b);
+        }
+        if let Some(c) = &var.comment {
+            body["comment"] = serde_json::json!(c);
+        }
+        if !var.custom_environment_ids.is_empty() {
+            body["customEnvironmentIds"] = serde_json::json!(var.custom_environment_ids);
+        }
+        let (status, answer) = self.send(reqwest::Method::POST, url, Some(body)).await?;
+        match answer.get("failed").and_then(Value::as_array) {
+            Some(failed) if !failed.is_empty() => Err(VercelError::Api {
+                status,
+                code: failed[0]
+                    .pointer("/error/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("failed")
+                    .to_string(),
+                message: failed[0]
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Vercel did not create the variable")
+                    .to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn edit_env(&self, id: &str, value: &str) -> Result<(), VercelError> {
@@ -360,23 +392,38 @@ impl VercelApi for VercelClient {
 }
 
 fn env_from(v: &Value) -> Option<EnvVar> {
-    Some(EnvVar {
-        id: v.get("id")?.as_str()?.to_string(),
-        key: v.get("key")?.as_str()?.to_string(),
-        value: v.get("value").and_then(Value::as_str).map(String::from),
-        kind: v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("encrypted")
-            .to_string(),
-        targets: match v.get("target") {
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("encrypted")
+        .to_string();
+    let raw = v.get("value").and_then(Value::as_str).map(String::from);
+    // Only values the API says are readable count (filterprojectenvsop.ts:
+    // `decrypted` per variable); never a write-only "" or a ciphertext.
+    let value = match kind.as_str() {
+        "plain" => raw,
+        "encrypted" if v.get("decrypted").and_then(Value::as_bool) == Some(true) => raw,
+        _ => None,
+    };
+    let strings = |k: &str| -> Vec<String> {
+        match v.get(k) {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(|t| t.as_str().map(String::from))
                 .collect(),
             Some(Value::String(t)) => vec![t.clone()],
             _ => Vec::new(),
-        },
+        }
+    };
+    Some(EnvVar {
+        id: v.get("id")?.as_str()?.to_string(),
+        key: v.get("key")?.as_str()?.to_string(),
+        value,
+        kind,
+        targets: strings("target"),
+        git_branch: v.get("gitBranch").and_then(Value::as_str).map(String::from),
+        comment: v.get("comment").and_then(Value::as_str).map(String::from),
+        custom_environment_ids: strings("customEnvironmentIds"),
     })
 }
 

@@ -174,3 +174,113 @@ async fn without_a_key_drifted_values_are_listed_for_manual_restore() {
         "nothing written without values to write"
     );
 }
+
+#[tokio::test]
+async fn restores_never_write_blank_secrets_or_the_secret_type_and_keep_each_variables_settings() {
+    let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let vercel = fake_vercel::start(State {
+        envs: vec![
+            env("env_1", "DATABASE_URL", "postgres://app:old-secret@db/app", "encrypted"),
+            env("env_3", "PAYMENT_KEY", "sk_live_old", "sensitive"),
+            env("env_6", "LEGACY_TOKEN", "sec_abc123", "secret"),
+            json!({"id": "env_7", "key": "BRANCH_ONLY", "value": "b-1", "type": "plain", "target": ["production"],
+                   "gitBranch": "main", "comment": "set by ops", "customEnvironmentIds": ["env_custom_1"]}),
+        ],
+        ..State::default()
+    })
+    .await;
+    let vars = [
+        ("CRON_SECRET", CRON),
+        ("OPERATOR_TOKEN", OPERATOR),
+        ("VERCEL_TOKEN", fake_vercel::TOKEN),
+        ("VERCEL_PROJECT_ID", fake_vercel::PROJECT),
+        ("VERCEL_API_BASE", vercel.url.as_str()),
+        ("SNAPSHOT_ENCRYPTION_KEY", key.as_str()),
+    ];
+    let app = TestApp::spawn(Backend::Sqlite, &vars).await;
+    let s = app.store().clone();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
+    super::approval::deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
+    super::approval::traffic(
+        s.as_ref(),
+        "production",
+        "dpl_good",
+        now - 600_000,
+        now,
+        200.0,
+        0.0,
+    )
+    .await;
+    cron(&app, "/api/cron/evaluate").await;
+    // The value came from the per-variable endpoint, not the deprecated decrypt=true.
+    assert!(
+        vercel
+            .state
+            .lock()
+            .unwrap()
+            .env_list_queries
+            .iter()
+            .all(|q| !q.contains("decrypt=true")),
+        "listed with decrypt=true"
+    );
+    // Everything is deleted; a bad deployment ships; the operator rolls back.
+    vercel.state.lock().unwrap().envs.clear();
+    bad_deploy(s.as_ref(), "production", now - 6 * 60_000).await;
+    let res = app
+        .client
+        .post(app.url("/api/rollback"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"environment": "production"}))
+        .send()
+        .await
+        .unwrap();
+    let body = json(res).await;
+    let exe = s
+        .get_doc(
+            "execution",
+            body["rollback"]["execution_id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let report = &exe.body["steps"][1]["detail"];
+    let st = vercel.state.lock().unwrap();
+    let writes: Vec<&serde_json::Value> = st.env_writes.iter().map(|(_, _, b)| b).collect();
+    // No blank value is ever written, and never the `secret` type.
+    for w in &writes {
+        assert_ne!(w["value"], "", "blank value written: {w}");
+        assert_ne!(w["type"], "secret", "secret type sent: {w}");
+    }
+    let value = |k: &str| st.envs.iter().find(|e| e["key"] == k).cloned();
+    assert_eq!(
+        value("DATABASE_URL").unwrap()["value"],
+        "postgres://app:old-secret@db/app",
+        "the decrypted value, not the listed ciphertext"
+    );
+    assert!(
+        value("PAYMENT_KEY").is_none(),
+        "a sensitive value was recreated"
+    );
+    let branch = value("BRANCH_ONLY").expect("recreated");
+    assert_eq!(branch["gitBranch"], "main");
+    assert_eq!(branch["comment"], "set by ops");
+    assert_eq!(branch["customEnvironmentIds"], json!(["env_custom_1"]));
+    let mut restored: Vec<&str> = report["restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    restored.sort();
+    assert_eq!(restored, ["BRANCH_ONLY", "DATABASE_URL"], "{report}");
+    let mut manual: Vec<&str> = report["needs_manual_restore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
+    manual.sort();
+    assert_eq!(manual, ["LEGACY_TOKEN", "PAYMENT_KEY"], "{report}");
+}

@@ -28,6 +28,8 @@ pub struct State {
     pub envs: Vec<serde_json::Value>,
     /// Env writes received: (method, path, body).
     pub env_writes: Vec<(String, String, serde_json::Value)>,
+    /// Queries of every env list call.
+    pub env_list_queries: Vec<String>,
     /// What production serves (`targets.production.id`); `dpl_bad` when unset.
     /// A succeeded rollback job moves it to the job's target.
     pub production: Option<String>,
@@ -61,6 +63,26 @@ fn reply(
         bytes::Bytes::from(body.to_string())
     };
     b.body(Full::new(body)).unwrap()
+}
+
+/// An env var as the API shows it: sensitive values are write-only (""),
+/// encrypted ones are only decrypted when asked for.
+fn listed(e: &serde_json::Value, decrypt: bool) -> serde_json::Value {
+    let mut e = e.clone();
+    match e["type"].as_str() {
+        Some("sensitive") => {
+            e["value"] = json!("");
+            e["decrypted"] = json!(false);
+        }
+        Some("encrypted") if !decrypt => {
+            let v = e["value"].as_str().unwrap_or("").to_string();
+            e["value"] = json!(format!("eyJ2IjoxfQ.{}", v.len()));
+            e["decrypted"] = json!(false);
+        }
+        Some("encrypted") => e["decrypted"] = json!(true),
+        _ => {}
+    }
+    e
 }
 
 pub async fn start(state: State) -> FakeVercel {
@@ -146,27 +168,46 @@ pub async fn start(state: State) -> FakeVercel {
                             if path == format!("/v10/projects/{PROJECT}/env")
                                 && method == hyper::Method::GET
                             {
-                                // Sensitive values are write-only: the API never returns them.
-                                let envs: Vec<serde_json::Value> = s
-                                    .envs
-                                    .iter()
-                                    .map(|e| {
-                                        let mut e = e.clone();
-                                        if e["type"] == "sensitive" {
-                                            e.as_object_mut().unwrap().remove("value");
-                                        }
-                                        e
-                                    })
-                                    .collect();
+                                s.env_list_queries.push(query.clone());
+                                // As Vercel lists them: encrypted values stay encrypted
+                                // (`decrypted: false`) unless the deprecated decrypt=true
+                                // is sent; sensitive values come back as "".
+                                let decrypt = query.contains("decrypt=true");
+                                let envs: Vec<serde_json::Value> =
+                                    s.envs.iter().map(|e| listed(e, decrypt)).collect();
                                 return Ok(reply(200, json!({"envs": envs}), &[]));
+                            }
+                            if let (true, Some(id)) = (
+                                method == hyper::Method::GET,
+                                path.strip_prefix(&format!("/v1/projects/{PROJECT}/env/")),
+                            ) {
+                                return Ok(match s.envs.iter().find(|e| e["id"] == id) {
+                                    Some(e) => reply(200, listed(e, true), &[]),
+                                    None => reply(
+                                        404,
+                                        json!({"error": {"code": "not_found", "message": "env not found"}}),
+                                        &[],
+                                    ),
+                                });
                             }
                             if path == format!("/v10/projects/{PROJECT}/env")
                                 && method == hyper::Method::POST
                             {
                                 s.env_writes
                                     .push(("POST".into(), path.clone(), body.clone()));
+                                // 201 {created, failed[]}: per-variable failures are in the body.
+                                let kind = body["type"].as_str().unwrap_or("");
+                                if !["system", "encrypted", "plain", "sensitive"].contains(&kind) {
+                                    return Ok(reply(
+                                        201,
+                                        json!({"created": [], "failed": [{"error": {"code": "invalid_type", "message": format!("type {kind} is not allowed"), "key": body["key"]}}]}),
+                                        &[],
+                                    ));
+                                }
                                 let id = format!("env_new_{}", s.envs.len());
-                                s.envs.push(json!({"id": id, "key": body["key"], "value": body["value"], "type": body["type"], "target": body["target"]}));
+                                let mut created = body.clone();
+                                created["id"] = json!(id);
+                                s.envs.push(created);
                                 return Ok(reply(
                                     201,
                                     json!({"created": {"id": id}, "failed": []}),
