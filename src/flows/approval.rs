@@ -106,6 +106,7 @@ pub async fn open(
     store: &dyn Store,
     keys: &[SigningKey],
     plan: &Plan,
+    description: &Value,
     env: &Environment,
     evidence: &Value,
     now: Timestamp,
@@ -128,6 +129,7 @@ pub async fn open(
             "on_timeout": match env.on_timeout { TimeoutAction::Rollback => "rollback", TimeoutAction::HoldAndEscalate => "hold_and_escalate" },
             "decisions": [],
             "notification": {"status": "pending", "attempts": 0, "next_at": now.as_millis()},
+            "migrations": plan.migrations, "plan": description,
         }),
     };
     if store.put_doc(&doc, None).await? == DocWrite::Conflict {
@@ -384,6 +386,14 @@ pub fn plan_of(
         requested_by,
         reason: reason.unwrap_or_else(|| field("reason")),
         dry_run,
-        migrations: Vec::new(),
+        // Exactly the migrations the approvers were shown.
+        migrations: b["migrations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

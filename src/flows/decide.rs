@@ -67,6 +67,18 @@ pub async fn act_on(ctx: &Ctx<'_>, o: &Outcome) -> StoreResult<Option<Value>> {
         )
         .await?;
     }
+    // What is applied while this deployment serves: a later rollback to it
+    // reverses exactly what was applied since.
+    if let Some(db) = &ctx.app_db {
+        crate::flows::plan::record_applied(
+            ctx.store,
+            db,
+            &o.environment,
+            &o.deployment,
+            ctx.clock.now(),
+        )
+        .await?;
+    }
     let Some((incident_id, transition)) = &o.incident else {
         return Ok(None);
     };
@@ -152,7 +164,7 @@ pub async fn decide_incident(ctx: &Ctx<'_>, incident_id: &str) -> StoreResult<Op
     };
     match env.approval {
         ApprovalMode::Auto => {
-            let id = start_execution(ctx, &plan).await?;
+            let id = start_execution(ctx, &plan, None).await?;
             record_decision(
                 ctx,
                 incident_id,
@@ -177,7 +189,17 @@ pub async fn decide_incident(ctx: &Ctx<'_>, incident_id: &str) -> StoreResult<Op
                 .await?;
                 return Ok(Some(decision));
             }
-            match request::open(ctx.store, ctx.signing_keys, &plan, &env, &b["verdict"], now).await
+            let (plan, description) = complete_plan(ctx, &plan).await?;
+            match request::open(
+                ctx.store,
+                ctx.signing_keys,
+                &plan,
+                &description,
+                &env,
+                &b["verdict"],
+                now,
+            )
+            .await
             {
                 Ok((view, _)) => {
                     let decision = json!({"action": "approval_requested", "request": view.id});
@@ -323,10 +345,11 @@ fn approval_message(
     Message {
         subject: format!("Approve rollback of {}?", plan.environment),
         text: format!(
-            "{}\nServing now: {}\nRoll back to: {}\nApprovals needed: {}. The request expires at {}.",
+            "{}\nServing now: {}\nRoll back to: {}\n{}\nApprovals needed: {}. The request expires at {}.",
             plan.reason,
             plan.from_deployment,
             plan.target_deployment,
+            crate::flows::plan::summary_lines(&view.body["plan"]).join("\n"),
             view.rules.quorum,
             view.rules.expires_at
         ),
@@ -341,12 +364,26 @@ fn approval_message(
 /// Starts (or resumes) the execution for a plan, drives it, and on success
 /// verifies and notifies.
 pub async fn run_rollback(ctx: &Ctx<'_>, plan: &Plan) -> StoreResult<Value> {
-    let id = start_execution(ctx, plan).await?;
+    let id = start_execution(ctx, plan, None).await?;
+    drive_and_finish(ctx, &id).await
+}
+
+/// [`run_rollback`] for a plan already completed and described (the one an
+/// operator previewed or approvers were shown), so the execution runs and
+/// records exactly that.
+pub async fn run_described(ctx: &Ctx<'_>, plan: &Plan, description: Value) -> StoreResult<Value> {
+    let id = start_execution(ctx, plan, Some(description)).await?;
     drive_and_finish(ctx, &id).await
 }
 
 /// Persists the execution for a plan (once per incident) and returns its id.
-async fn start_execution(ctx: &Ctx<'_>, plan: &Plan) -> StoreResult<String> {
+/// The plan is completed (migrations attributed) and described the same way
+/// the preview and the approval request show it.
+async fn start_execution(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    description: Option<Value>,
+) -> StoreResult<String> {
     let id = execute::execution_id(&plan.incident_id);
     if ctx
         .store
@@ -356,42 +393,25 @@ async fn start_execution(ctx: &Ctx<'_>, plan: &Plan) -> StoreResult<String> {
     {
         return Ok(id);
     }
-    let mut plan = plan.clone();
-    if let (Some(db), true) = (&ctx.app_db, plan.migrations.is_empty()) {
-        plan.migrations = migrations_since_target(ctx, db, &plan).await?;
-    }
-    Ok(execute::start(ctx.store, &plan, ctx.clock.now()).await?.0)
+    let (plan, description) = match description.filter(|d| !d.is_null()) {
+        Some(d) => (plan.clone(), d),
+        None => complete_plan(ctx, plan).await?,
+    };
+    Ok(
+        execute::start_described(ctx.store, &plan, description, ctx.clock.now())
+            .await?
+            .0,
+    )
 }
 
-/// Prisma migrations applied after the target deployment was created, newest first.
-async fn migrations_since_target(
-    ctx: &Ctx<'_>,
-    db: &execute::AppDb,
-    plan: &Plan,
-) -> StoreResult<Vec<String>> {
-    let Some(target) = ctx.store.deployment(&plan.target_deployment).await? else {
-        return Ok(Vec::new());
-    };
-    match crate::integrations::app_database::connect(db.url.expose()).await {
-        Ok(client) => {
-            match crate::integrations::app_database::applied_since(
-                &client,
-                target.created_at.as_millis(),
-            )
-            .await
-            {
-                Ok(names) => Ok(names),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read _prisma_migrations; planning without a database step");
-                    Ok(Vec::new())
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "app database unreachable; planning without a database step");
-            Ok(Vec::new())
-        }
-    }
+/// The plan with its migrations attributed, and its description.
+pub async fn complete_plan(ctx: &Ctx<'_>, plan: &Plan) -> StoreResult<(Plan, Value)> {
+    let mut plan = plan.clone();
+    let attribution =
+        crate::flows::plan::attribute_migrations(ctx.store, ctx.app_db.as_ref(), &mut plan).await?;
+    let description =
+        crate::flows::plan::describe(ctx.store, ctx.app_db.as_ref(), &plan, &attribution).await?;
+    Ok((plan, description))
 }
 
 async fn drive_and_finish(ctx: &Ctx<'_>, id: &str) -> StoreResult<Value> {
@@ -684,5 +704,7 @@ async fn act_on_decided(
         return Ok(None);
     }
     let plan = request::plan_of(view, requested_by, reason, ctx.vercel.is_none());
-    Ok(Some(run_rollback(ctx, &plan).await?))
+    Ok(Some(
+        run_described(ctx, &plan, view.body["plan"].clone()).await?,
+    ))
 }

@@ -10,5 +10,6 @@ pub mod evaluate;
 pub mod execute;
 pub mod intake;
 pub mod notify;
+pub mod plan;
 pub mod probe;
 pub mod registry;

@@ -215,7 +215,8 @@ pub async fn start_rollback(
         config,
         crate::web::respond::base_url(config, req),
     );
-    let mut result = crate::flows::decide::run_rollback(&ctx, &plan).await?;
+    let mut result =
+        crate::flows::decide::run_described(&ctx, &plan, view.body["plan"].clone()).await?;
     result["dry_run"] = json!(plan.dry_run);
     Ok(result)
 }
@@ -248,6 +249,25 @@ fn facts(v: &ApprovalView) -> String {
         v.rules.quorum,
         escape(&Timestamp::from_millis(b["expires_at"].as_i64().unwrap_or(0)).to_rfc3339()),
     )
+}
+
+fn plan_steps(v: &ApprovalView) -> String {
+    let lines = crate::flows::plan::summary_lines(&v.body["plan"]);
+    if lines.is_empty() {
+        return String::new();
+    }
+    let items: String = lines
+        .iter()
+        .map(|l| {
+            let class = if l.contains("LOSES DATA") || l.starts_with("A real run would refuse") {
+                " class=\"critical\""
+            } else {
+                ""
+            };
+            format!("<li{class}>{}</li>", escape(l))
+        })
+        .collect();
+    format!("<h2>What happens</h2><ul>{items}</ul>")
 }
 
 fn findings(v: &ApprovalView) -> String {
@@ -312,9 +332,10 @@ fn confirmation(token: &str, approver: &str, v: &ApprovalView, execution: Option
         format!("Rollback of {env}")
     };
     format!(
-        "<h1>{heading}</h1><p>This link was issued to <strong>{}</strong>. Anyone holding it can decide, and the decision is recorded as theirs, so do not forward it.</p>{}{}{}",
+        "<h1>{heading}</h1><p>This link was issued to <strong>{}</strong>. Anyone holding it can decide, and the decision is recorded as theirs, so do not forward it.</p>{}{}{}{}",
         escape(approver),
         facts(v),
+        plan_steps(v),
         findings(v),
         actions
     )

@@ -74,20 +74,20 @@ pub async fn rollback(app: &App, req: Request) -> Result<Response, ApiError> {
             }
         }
     }
-    let plan_json = json!({"environment": plan.environment, "from_deployment": plan.from_deployment, "target_deployment": plan.target_deployment,
-                           "steps": ["code"], "dry_run": plan.dry_run, "reason": plan.reason});
+    let ctx = app.decide_ctx(
+        store.as_ref(),
+        config,
+        crate::web::respond::base_url(config, &req),
+    );
+    // The preview shows exactly what the execution will run.
+    let (plan, plan_json) = crate::flows::decide::complete_plan(&ctx, &plan).await?;
     if body.preview {
         return Ok(json_response(
             StatusCode::OK,
             &json!({"preview": true, "plan": plan_json}),
         ));
     }
-    let ctx = app.decide_ctx(
-        store.as_ref(),
-        config,
-        crate::web::respond::base_url(config, &req),
-    );
-    let result = crate::flows::decide::run_rollback(&ctx, &plan).await?;
+    let result = crate::flows::decide::run_described(&ctx, &plan, plan_json.clone()).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"plan": plan_json, "rollback": result}),

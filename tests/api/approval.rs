@@ -134,6 +134,11 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
         .iter()
         .find(|m| m.body.contains("alice@example.com"))
         .unwrap();
+    assert!(
+        alice.body.contains("Code: Vercel Instant Rollback from dpl_bad to dpl_good"),
+        "{}",
+        alice.body
+    );
     let link = link_in(&alice.body);
     let token = token_of(&link);
 
@@ -158,6 +163,12 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
             page.contains("dpl_good")
                 && page.contains("dpl_bad")
                 && page.contains("Approve rollback"),
+            "{page}"
+        );
+        // The plan the execution will run, step by step.
+        assert!(
+            page.contains("What happens")
+                && page.contains("Code: Vercel Instant Rollback from dpl_bad to dpl_good"),
             "{page}"
         );
     }

@@ -231,7 +231,9 @@ async fn a_rollback_plan_undoes_code_then_the_migrations_since_the_target_and_re
     let m = fixtures();
     prisma_deploy(&client, &m[0]).await;
     let before = schema_dump(&db.url);
-    let since_ms = rollback_guard::core::clock::Clock::now(&SystemClock).as_millis();
+    let since_ms =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
     tokio::time::sleep(Duration::from_millis(20)).await;
     prisma_deploy(&client, &m[2]).await;
     let t = super::helpers::TestStore::new(super::helpers::Backend::Sqlite).await;
@@ -504,4 +506,202 @@ async fn a_down_that_would_fail_is_refused_before_vercel_moves_the_code() {
         .unwrap();
     assert!(matches!(again, Progress::Refused(_)));
     assert_eq!(fake.state.lock().unwrap().accepted, 0);
+}
+
+#[tokio::test]
+async fn migrations_of_the_targets_own_build_stay_and_the_preview_shows_the_plan_that_runs() {
+    use super::helpers::{json, Backend, TestApp};
+    use super::seed::{cron, deploy, traffic, CRON};
+    const OPERATOR: &str = "operator-token-0123456789";
+    let db = ScratchDb::new().await;
+    let client = app_database::connect(&db.url).await.unwrap();
+    let m = fixtures();
+    let vercel = super::fake_vercel::start(super::fake_vercel::State::default()).await;
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
+    let policy = format!("[database]\nmigrations_dir = \"{}\"\n", dir.display());
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("CRON_SECRET", CRON),
+            ("OPERATOR_TOKEN", OPERATOR),
+            ("APP_DATABASE_URL", &db.url),
+            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+            ("VERCEL_TOKEN", super::fake_vercel::TOKEN),
+            ("VERCEL_PROJECT_ID", super::fake_vercel::PROJECT),
+            ("VERCEL_API_BASE", &vercel.url),
+        ],
+    )
+    .await;
+    let s = app.store().clone();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
+    // dpl_good was created, then its build applied two migrations, then it went live.
+    deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
+    prisma_deploy(&client, &m[0]).await;
+    prisma_deploy(&client, &m[1]).await;
+    let after_good = schema_dump(&db.url);
+    traffic(
+        s.as_ref(),
+        "production",
+        "dpl_good",
+        now - 600_000,
+        now,
+        200.0,
+        0.0,
+    )
+    .await;
+    cron(&app, "/api/cron/evaluate").await;
+    // dpl_bad ships with one more migration and fails.
+    deploy(s.as_ref(), "production", "dpl_bad", now - 6 * 60_000).await;
+    prisma_deploy(&client, &m[2]).await;
+    s.set_last_known_good("production", "dpl_good")
+        .await
+        .unwrap();
+
+    let preview = app
+        .client
+        .post(app.url("/api/rollback"))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"environment": "production", "preview": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preview.status(), 200);
+    let plan = json(preview).await["plan"].clone();
+    let kinds: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    // dpl_good's env snapshot was taken while it was current: a config step too.
+    assert_eq!(kinds, ["code", "config", "database"], "{plan}");
+    let database = &plan["steps"][2];
+    let names: Vec<&str> = database["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["20261124000000_add_name_index"],
+        "only what was applied since dpl_good was current: {plan}"
+    );
+    assert!(
+        database["attribution"]
+            .as_str()
+            .unwrap()
+            .contains("recorded"),
+        "{plan}"
+    );
+    assert_eq!(database["migrations"][0]["hazards"], serde_json::json!([]));
+    assert_eq!(plan["would_refuse"], serde_json::json!([]));
+
+    // The execution runs that plan, and only that.
+    let res = app
+        .client
+        .post(app.url("/api/rollback"))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"environment": "production"}))
+        .send()
+        .await
+        .unwrap();
+    let body = json(res).await;
+    assert_eq!(body["rollback"]["status"], "succeeded", "{body}");
+    assert_eq!(body["plan"]["steps"], plan["steps"]);
+    let exe = s
+        .get_doc(
+            "execution",
+            body["rollback"]["execution_id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        exe.body["migrations"],
+        serde_json::json!(["20261124000000_add_name_index"])
+    );
+    assert_eq!(exe.body["plan"]["steps"], plan["steps"]);
+    assert_eq!(schema_dump(&db.url), after_good);
+}
+
+#[tokio::test]
+async fn a_preview_and_a_dry_run_say_what_a_real_run_would_refuse() {
+    use super::helpers::{json, Backend, TestApp};
+    use super::seed::{deploy, CRON};
+    const OPERATOR: &str = "operator-token-0123456789";
+    let db = ScratchDb::new().await;
+    let client = app_database::connect(&db.url).await.unwrap();
+    let m = fixtures();
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
+    let policy = format!("[database]\nmigrations_dir = \"{}\"\n", dir.display());
+    // No VERCEL_TOKEN: a dry run.
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("CRON_SECRET", CRON),
+            ("OPERATOR_TOKEN", OPERATOR),
+            ("APP_DATABASE_URL", &db.url),
+            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+        ],
+    )
+    .await;
+    let s = app.store().clone();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
+    deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Applied after dpl_good was created, with no record: attributed by time,
+    // and add_profile's down drops a table (no verified backup).
+    prisma_deploy(&client, &m[0]).await;
+    prisma_deploy(&client, &m[1]).await;
+    deploy(s.as_ref(), "production", "dpl_bad", now - 6 * 60_000).await;
+    let before = schema_dump(&db.url);
+    let post = |preview: bool| {
+        app.client
+            .post(app.url("/api/rollback"))
+            .bearer_auth(OPERATOR)
+            .json(&serde_json::json!({"environment": "production", "preview": preview}))
+            .send()
+    };
+    let plan = json(post(true).await.unwrap()).await["plan"].clone();
+    assert_eq!(plan["dry_run"], true);
+    assert!(
+        plan["steps"][1]["attribution"]
+            .as_str()
+            .unwrap()
+            .starts_with("by time"),
+        "{plan}"
+    );
+    let refuse = plan["would_refuse"].to_string();
+    assert!(
+        refuse.contains(
+            "20261120000000_add_profile destroys data and has no verified pre-migration backup"
+        ),
+        "{plan}"
+    );
+    let drops = plan["steps"][1]["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "20261120000000_add_profile")
+        .unwrap()["hazards"]
+        .to_string();
+    assert!(drops.contains("drops a table"), "{plan}");
+    // The dry run refuses exactly that, instead of reporting success.
+    let body = json(post(false).await.unwrap()).await;
+    assert_eq!(body["rollback"]["status"], "refused", "{body}");
+    assert!(
+        body["rollback"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no verified pre-migration backup"),
+        "{body}"
+    );
+    assert_eq!(schema_dump(&db.url), before);
 }

@@ -155,6 +155,16 @@ fn steps(p: &Plan, has_snapshot: bool) -> Value {
 /// Persists a plan. Returns the execution id and whether this call created it
 /// (`false`: an execution for the incident already exists and is reused).
 pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(String, bool)> {
+    start_described(store, p, Value::Null, now).await
+}
+
+/// [`start`], keeping the plan's description (see [`crate::flows::plan`]).
+pub async fn start_described(
+    store: &dyn Store,
+    p: &Plan,
+    description: Value,
+    now: Timestamp,
+) -> StoreResult<(String, bool)> {
     let id = execution_id(&p.incident_id);
     let has_snapshot = store
         .get_doc(
@@ -175,6 +185,7 @@ pub async fn start(store: &dyn Store, p: &Plan, now: Timestamp) -> StoreResult<(
             "target_deployment": p.target_deployment, "requested_by": p.requested_by, "reason": p.reason,
             "dry_run": p.dry_run, "created_at": now.as_millis(),
             "migrations": p.migrations,
+            "plan": description,
             "steps": steps(p, has_snapshot),
         }),
     };
