@@ -239,8 +239,14 @@ fn facts(v: &ApprovalView) -> String {
         .iter()
         .filter(|(_, d)| *d == Decision::Approve)
         .count();
+    // Once decided, what served then may no longer serve now.
+    let serving = if v.state == State::Pending {
+        "Serving now"
+    } else {
+        "Serving when asked"
+    };
     format!(
-        "<dl><dt>Environment</dt><dd>{}</dd><dt>Serving now</dt><dd>{}</dd><dt>Roll back to</dt><dd>{}</dd>\
+        "<dl><dt>Environment</dt><dd>{}</dd><dt>{serving}</dt><dd>{}</dd><dt>Roll back to</dt><dd>{}</dd>\
          <dt>Incident</dt><dd>{}</dd><dt>Approvals</dt><dd>{approvals} of {}</dd><dt>Link expires</dt><dd>{}</dd></dl>",
         s("environment"),
         s("from_deployment"),
@@ -331,13 +337,18 @@ fn confirmation(token: &str, approver: &str, v: &ApprovalView, execution: Option
     } else {
         format!("Rollback of {env}")
     };
+    // Pending: the facts, then the buttons. Decided: the outcome first.
+    let (status_first, buttons_last) = if v.state == State::Pending {
+        (String::new(), actions)
+    } else {
+        (actions, String::new())
+    };
     format!(
-        "<h1>{heading}</h1><p>This link was issued to <strong>{}</strong>. Anyone holding it can decide, and the decision is recorded as theirs, so do not forward it.</p>{}{}{}{}",
+        "<h1>{heading}</h1>{status_first}<p>This link was issued to <strong>{}</strong>. Anyone holding it can decide, and the decision is recorded as theirs, so do not forward it.</p>{}{}{}{buttons_last}",
         escape(approver),
         facts(v),
         plan_steps(v),
         findings(v),
-        actions
     )
 }
 

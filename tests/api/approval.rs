@@ -135,7 +135,9 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
         .find(|m| m.body.contains("alice@example.com"))
         .unwrap();
     assert!(
-        alice.body.contains("Code: Vercel Instant Rollback from dpl_bad to dpl_good"),
+        alice
+            .body
+            .contains("Code: Vercel Instant Rollback from dpl_bad to dpl_good"),
         "{}",
         alice.body
     );
