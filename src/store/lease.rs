@@ -22,8 +22,10 @@ pub fn new_holder() -> String {
     format!("run_{:032x}", rand::random::<u128>())
 }
 
-/// Runs `job` only if lease `name` can be taken for `ttl`; releases it afterwards.
-/// If release fails the lease simply expires after `ttl`.
+/// Runs `job` only if lease `name` can be taken for `ttl`; releases it
+/// afterwards. While the job runs the holder renews the lease every third of
+/// `ttl` (a heartbeat), so a long job keeps it and a crashed holder's lease
+/// frees within `ttl`. If release fails the lease simply expires.
 pub async fn run_exclusive<T, F>(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -42,7 +44,23 @@ where
         tracing::info!(lease = name, "lease busy; skipping run");
         return Ok(LeaseOutcome::Busy);
     }
-    let out = job.await;
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match store
+                .try_acquire_lease(name, &holder, clock.now(), ttl)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::error!(lease = name, "lease lost to another holder"),
+                Err(e) => tracing::warn!(lease = name, error = %e, "lease renewal failed"),
+            }
+        }
+    };
+    let out = tokio::select! {
+        out = job => out,
+        never = heartbeat => never,
+    };
     if let Err(e) = store.release_lease(name, &holder).await {
         tracing::warn!(lease = name, error = %e, "lease release failed; it will expire on its own");
     }

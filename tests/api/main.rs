@@ -10,6 +10,7 @@ mod backups;
 mod browser;
 mod cli;
 mod config_rollback;
+mod crash;
 mod dashboard;
 mod database_rollback;
 mod deploy_layout;

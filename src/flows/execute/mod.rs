@@ -23,6 +23,9 @@ use crate::store::{DeploymentState, Doc, DocFilter, DocWrite, Store, StoreError,
 use preflight::Preflight;
 use step::{StepCtx, StepResult};
 
+/// Lease of one execution's drive; renewed every third of it while held.
+pub const EXECUTION_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// Document kind of executions.
 pub const EXECUTION_KIND: &str = "execution";
 
@@ -267,7 +270,9 @@ pub async fn drive_with(
     limits: Limits,
 ) -> StoreResult<Progress> {
     let lease = format!("exec:{id}");
-    let ttl = limits.wait_budget + Duration::from_secs(60);
+    // Renewed while the drive runs (see run_exclusive): a crashed run's
+    // lease frees within this, so the next evaluate run can resume.
+    let ttl = EXECUTION_LEASE_TTL;
     match run_exclusive(
         store,
         clock,
