@@ -182,6 +182,9 @@ pub async fn rollback(
             ""
         }
     );
+    for line in crate::core::plan::summary_lines(&plan) {
+        let _ = writeln!(out, "  - {line}");
+    }
     if !yes {
         out.push_str("nothing done; run again with --yes to execute\n");
         return ok(out);
@@ -199,8 +202,9 @@ pub async fn rollback(
             if let Some(e) = r["error"].as_str() {
                 let _ = writeln!(out, "error: {e}");
             }
+            // Superseded, refused, failed or still running: not done.
             Output {
-                code: u8::from(r["status"] == "failed"),
+                code: u8::from(r["status"] != "succeeded"),
                 text: out,
             }
         }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod detect;
 pub mod duration;
 pub mod html;
+pub mod plan;
 pub mod policy;
 pub mod secret;
 pub mod sql;

@@ -349,7 +349,7 @@ fn approval_message(
             plan.reason,
             plan.from_deployment,
             plan.target_deployment,
-            crate::flows::plan::summary_lines(&view.body["plan"]).join("\n"),
+            crate::core::plan::summary_lines(&view.body["plan"]).join("\n"),
             view.rules.quorum,
             view.rules.expires_at
         ),

@@ -258,7 +258,7 @@ fn facts(v: &ApprovalView) -> String {
 }
 
 fn plan_steps(v: &ApprovalView) -> String {
-    let lines = crate::flows::plan::summary_lines(&v.body["plan"]);
+    let lines = crate::core::plan::summary_lines(&v.body["plan"]);
     if lines.is_empty() {
         return String::new();
     }

@@ -110,6 +110,11 @@ async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_t
         out.contains("from dpl_bad to dpl_good") && out.contains("nothing done"),
         "{out}"
     );
+    // Every step of the plan the execution will run.
+    assert!(
+        out.contains("  - Code: Vercel Instant Rollback from dpl_bad to dpl_good"),
+        "{out}"
+    );
     let (code, out, err) = run(
         &app,
         &[
