@@ -410,3 +410,34 @@ async fn the_next_plan_never_targets_a_rolled_back_or_failed_deployment() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_target_vercel_does_not_have_ready_is_refused_before_anything_is_called() {
+    for (target, state, why) in [
+        ("dpl_good", Some("ERROR"), "dpl_good is ERROR, not READY"),
+        ("dpl_unknown", None, "dpl_unknown does not exist"),
+    ] {
+        let t = TestStore::new(Backend::Sqlite).await;
+        let fake = fake_vercel::start(State {
+            ready_states: state
+                .map(|s| vec![(target.to_string(), s.to_string())])
+                .unwrap_or_default(),
+            ..State::default()
+        })
+        .await;
+        let client = VercelClient::new(fake_vercel::config(&fake.url), fast_retry());
+        let mut p = plan(false);
+        p.target_deployment = target.into();
+        let (id, _) = execute::start(t.store.as_ref(), &p, SystemClock.now_ts())
+            .await
+            .unwrap();
+        let progress = execute::drive(t.store.as_ref(), Some(&client), &SystemClock, &id, limits())
+            .await
+            .unwrap();
+        assert!(
+            matches!(progress, Progress::Refused(ref e) if e.contains(why)),
+            "{progress:?}"
+        );
+        assert!(fake.state.lock().unwrap().rollback_calls.is_empty());
+    }
+}
