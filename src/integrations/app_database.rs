@@ -100,21 +100,7 @@ pub async fn roll_back(
     backup_verified: bool,
     lock_timeout: Duration,
 ) -> Result<Value, DbRollbackError> {
-    let down = m
-        .down_sql
-        .as_deref()
-        .ok_or_else(|| DbRollbackError::NoDownScript(m.name.clone()))?;
-    let body = atomic_body(down).map_err(|reason| DbRollbackError::NotAtomic {
-        name: m.name.clone(),
-        reason,
-    })?;
-    let reasons = destructive(down);
-    if !reasons.is_empty() && require_backup && !backup_verified {
-        return Err(DbRollbackError::DestructiveWithoutBackup {
-            name: m.name.clone(),
-            reasons: reasons.join("; "),
-        });
-    }
+    let (body, reasons) = checked_body(m, require_backup, backup_verified)?;
     let started = std::time::Instant::now();
     let mut locked = false;
     while started.elapsed() < lock_timeout {
@@ -156,44 +142,13 @@ pub async fn rehearse(
 ) -> Result<Value, DbRollbackError> {
     let mut bodies = Vec::new();
     for m in migrations {
-        let down = m
-            .down_sql
-            .as_deref()
-            .ok_or_else(|| DbRollbackError::NoDownScript(m.name.clone()))?;
-        let body = atomic_body(down).map_err(|reason| DbRollbackError::NotAtomic {
-            name: m.name.clone(),
-            reason,
-        })?;
-        let reasons = destructive(down);
-        if !reasons.is_empty() && require_backup && !backup_verified(&m.name) {
-            return Err(DbRollbackError::DestructiveWithoutBackup {
-                name: m.name.clone(),
-                reasons: reasons.join("; "),
-            });
-        }
+        let (body, _) = checked_body(m, require_backup, backup_verified(&m.name))?;
         bodies.push((m, body));
     }
     let started = std::time::Instant::now();
-    let tx = client.transaction().await.map_err(db)?;
-    tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
-        STATEMENT_LOCK_TIMEOUT.as_millis(),
-        STATEMENT_TIMEOUT.as_millis()
-    ))
-    .await
-    .map_err(db)?;
+    let tx = bounded_transaction(client).await?;
     for (m, body) in &bodies {
-        let applied = tx
-            .query_opt(
-                "SELECT 1 FROM _prisma_migrations
-                 WHERE migration_name = $1 AND rolled_back_at IS NULL AND finished_at IS NOT NULL",
-                &[&m.name],
-            )
-            .await
-            .map_err(db)?;
-        if applied.is_none() {
-            return Err(DbRollbackError::NotApplied(m.name.clone()));
-        }
+        ensure_applied(&tx, &m.name, "").await?;
         for s in body {
             tx.batch_execute(&s.text).await.map_err(|e| match db(e) {
                 DbRollbackError::DownFailed(d) => {
@@ -210,14 +165,37 @@ pub async fn rehearse(
     )
 }
 
-async fn run_down(
-    client: &mut tokio_postgres::Client,
+/// The statements of `m`'s down script to run in one transaction, and its
+/// data-loss reasons. Refuses a missing script, one that cannot run
+/// atomically, and a destructive one without a verified backup when required.
+fn checked_body(
     m: &Migration,
-    body: &[Statement],
-) -> Result<u64, DbRollbackError> {
+    require_backup: bool,
+    backup_verified: bool,
+) -> Result<(Vec<Statement>, Vec<String>), DbRollbackError> {
+    let down = m
+        .down_sql
+        .as_deref()
+        .ok_or_else(|| DbRollbackError::NoDownScript(m.name.clone()))?;
+    let body = atomic_body(down).map_err(|reason| DbRollbackError::NotAtomic {
+        name: m.name.clone(),
+        reason,
+    })?;
+    let reasons = destructive(down);
+    if !reasons.is_empty() && require_backup && !backup_verified {
+        return Err(DbRollbackError::DestructiveWithoutBackup {
+            name: m.name.clone(),
+            reasons: reasons.join("; "),
+        });
+    }
+    Ok((body, reasons))
+}
+
+/// A transaction whose statements give up on a held lock or a slow statement.
+async fn bounded_transaction(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, DbRollbackError> {
     let tx = client.transaction().await.map_err(db)?;
-    // Bounded waits: a lock held by the app or a slow statement fails the
-    // step (and rolls it back) instead of hanging the rollback.
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
         STATEMENT_LOCK_TIMEOUT.as_millis(),
@@ -225,18 +203,35 @@ async fn run_down(
     ))
     .await
     .map_err(db)?;
-    let applied = tx
-        .query_opt(
-            "SELECT 1 FROM _prisma_migrations
-             WHERE migration_name = $1 AND rolled_back_at IS NULL AND finished_at IS NOT NULL
-             FOR UPDATE",
-            &[&m.name],
-        )
-        .await
-        .map_err(db)?;
-    if applied.is_none() {
-        return Err(DbRollbackError::NotApplied(m.name.clone()));
+    Ok(tx)
+}
+
+/// Fails with `NotApplied` unless `name` has a finished, not rolled-back row
+/// (`lock` may be `" FOR UPDATE"`).
+async fn ensure_applied(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    lock: &str,
+) -> Result<(), DbRollbackError> {
+    let sql = format!(
+        "SELECT 1 FROM _prisma_migrations
+         WHERE migration_name = $1 AND rolled_back_at IS NULL AND finished_at IS NOT NULL{lock}"
+    );
+    match tx.query_opt(&sql, &[&name]).await.map_err(db)? {
+        Some(_) => Ok(()),
+        None => Err(DbRollbackError::NotApplied(name.to_string())),
     }
+}
+
+async fn run_down(
+    client: &mut tokio_postgres::Client,
+    m: &Migration,
+    body: &[Statement],
+) -> Result<u64, DbRollbackError> {
+    // Bounded waits: a lock held by the app or a slow statement fails the
+    // step (and rolls it back) instead of hanging the rollback.
+    let tx = bounded_transaction(client).await?;
+    ensure_applied(&tx, &m.name, " FOR UPDATE").await?;
     // A transaction-local marker: if a statement ends our transaction (a
     // COMMIT the splitter did not see), the marker is gone and the history
     // is not touched.

@@ -18,14 +18,7 @@ pub const BACKUP_KIND: &str = "backup";
 pub(crate) async fn run(cx: &StepCtx<'_>, doc: &mut Doc, i: usize) -> StoreResult<StepResult> {
     let StepCtx { store, clock, .. } = *cx;
     let app_db = cx.deps.app_db;
-    let names: Vec<String> = doc.body["migrations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = super::migration_names(doc);
     let dry_run = doc.body["dry_run"].as_bool().unwrap_or(true);
     begin_step(
         store,

@@ -305,14 +305,7 @@ async fn drive_locked(
                 doc.body["error"].as_str().unwrap_or("failed").to_string(),
             ))
         }
-        "superseded" => {
-            return Ok(Progress::Superseded(
-                doc.body["superseded"]["serving_now"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-            ))
-        }
+        "superseded" => return Ok(Progress::Superseded(serving_now(&doc))),
         "refused" => return Ok(Progress::Refused(refusal(&doc))),
         _ => {}
     }
@@ -355,12 +348,7 @@ async fn drive_locked(
         if let Some(action) = action {
             crate::store::audit(store, now, "executor", action, id, detail).await?;
             return Ok(match status {
-                "superseded" => Progress::Superseded(
-                    doc.body["superseded"]["serving_now"]
-                        .as_str()
-                        .unwrap_or("?")
-                        .to_string(),
-                ),
+                "superseded" => Progress::Superseded(serving_now(&doc)),
                 _ => Progress::Refused(refusal(&doc)),
             });
         }
@@ -421,6 +409,26 @@ async fn drive_locked(
     )
     .await?;
     Ok(Progress::Succeeded)
+}
+
+/// The migrations an execution reverses, newest first.
+pub(crate) fn migration_names(doc: &Doc) -> Vec<String> {
+    doc.body["migrations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Which deployment a superseded execution found serving.
+fn serving_now(doc: &Doc) -> String {
+    doc.body["superseded"]["serving_now"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
 }
 
 fn refusal(doc: &Doc) -> String {

@@ -75,14 +75,7 @@ pub(crate) async fn check(cx: &StepCtx<'_>, doc: &Doc) -> StoreResult<Preflight>
     }
 
     // 3. Every down script runs, rehearsed and rolled back.
-    let names: Vec<String> = b["migrations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = super::migration_names(doc);
     let mut database = Value::Null;
     if !names.is_empty() {
         match cx.deps.app_db {
