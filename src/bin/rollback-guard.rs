@@ -111,11 +111,16 @@ enum BackupCommand {
 
 #[derive(Subcommand)]
 enum MigrationsCommand {
-    /// Every migration has a down script; destructive downs are flagged.
+    /// Every migration has a down script, and each down script's hazards
+    /// (destroys data, may fail, cannot run in one transaction, unchecked)
+    /// with the objects they touch; exits 1 unless every down is safe.
     Check {
         /// Default: the policy's database.migrations_dir.
         #[arg(long)]
         dir: Option<String>,
+        /// Print the report as JSON (for CI).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -166,7 +171,7 @@ async fn main() -> ExitCode {
         } => print(cli::approve(&guard(&remote), &link_or_token, reject, yes).await),
         Command::Backup { command } => backup(command).await,
         Command::Migrations {
-            command: MigrationsCommand::Check { dir },
+            command: MigrationsCommand::Check { dir, json },
         } => {
             let policy = Config::from_env()
                 .map(|c| c.policy.database)
@@ -175,6 +180,7 @@ async fn main() -> ExitCode {
             print(cli::migrations_check(
                 std::path::Path::new(&dir),
                 &policy.down_file,
+                json,
             ))
         }
     }

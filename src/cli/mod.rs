@@ -4,6 +4,7 @@
 //! folder. Every command that changes something shows what it will do and
 //! acts only with `--yes`.
 
+use crate::core::sql::Hazard;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -284,48 +285,97 @@ pub async fn approve(g: &Guard, link_or_token: &str, reject: bool, yes: bool) ->
 }
 
 /// `migrations check`: every migration has a down script; destructive ones are flagged.
-pub fn migrations_check(dir: &Path, down_file: &str) -> Output {
+pub fn migrations_check(dir: &Path, down_file: &str, as_json: bool) -> Output {
     let list = match crate::integrations::migrations::read_dir(dir, down_file) {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot read {}: {e}", dir.display())),
     };
+    let mut report = Vec::new();
     let mut out = String::new();
-    let (mut missing, mut not_atomic) = (0, 0);
+    let (mut safe, mut hazardous, mut missing, mut not_atomic) = (0, 0, 0, 0);
     for m in &list {
-        match &m.down_sql {
+        let up: Vec<Hazard> = crate::core::sql::analyze(&m.up_sql)
+            .into_iter()
+            .filter(|h| h.kind.needs_backup())
+            .collect();
+        let (status, down) = match &m.down_sql {
             None => {
                 missing += 1;
-                let _ = writeln!(out, "MISSING   {}  (no {down_file})", m.name);
+                ("missing", Vec::new())
             }
             Some(down) => {
-                if let Err(e) = crate::core::sql::atomic_body(down) {
+                let hazards = crate::core::sql::analyze(down);
+                let atomic = crate::core::sql::atomic_body(down).err();
+                if let Some(e) = &atomic {
                     not_atomic += 1;
                     let _ = writeln!(out, "NOT ATOMIC {}  {e}", m.name);
-                    continue;
                 }
-                let reasons = crate::core::sql::destructive(down);
-                if reasons.is_empty() {
-                    let _ = writeln!(out, "ok        {}", m.name);
+                if hazards.is_empty() && atomic.is_none() {
+                    safe += 1;
+                    ("safe", hazards)
                 } else {
-                    let _ = writeln!(
-                        out,
-                        "DESTRUCTIVE {}  needs a verified pre-migration backup to roll back:",
-                        m.name
-                    );
-                    for r in reasons {
-                        let _ = writeln!(out, "            - {r}");
-                    }
+                    hazardous += 1;
+                    ("hazardous", hazards)
+                }
+            }
+        };
+        match status {
+            "missing" => {
+                let _ = writeln!(out, "MISSING    {}  (no {down_file})", m.name);
+            }
+            "safe" => {
+                let _ = writeln!(out, "ok         {}", m.name);
+            }
+            _ => {
+                let _ = writeln!(out, "HAZARDS    {}  (down)", m.name);
+                for h in &down {
+                    let _ = writeln!(out, "  {:<19} {h}", h.kind.as_str());
                 }
             }
         }
+        if !up.is_empty() {
+            let _ = writeln!(
+                out,
+                "  up needs a pre-migration backup: {}",
+                up.iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let json_hazards = |hs: &[Hazard]| {
+            hs.iter()
+                .map(|h| json!({"kind": h.kind.as_str(), "statement": h.statement, "reason": h.reason}))
+                .collect::<Vec<_>>()
+        };
+        report.push(
+            json!({"migration": m.name, "down": status, "down_hazards": json_hazards(&down),
+                           "up_needs_backup": json_hazards(&up)}),
+        );
     }
+    let why = if list.is_empty() {
+        format!(
+            "no migrations found in {}: expected folders like 20240101000000_name/migration.sql (check --dir or database.migrations_dir)",
+            dir.display()
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{} migrations, {missing} without a down script, {not_atomic} whose down cannot run in one transaction",
+        "{} migrations: {safe} safe, {hazardous} with down hazards, {missing} without a down script, {not_atomic} whose down cannot run in one transaction",
         list.len()
     );
-    Output {
-        code: u8::from(missing > 0 || not_atomic > 0 || list.is_empty()),
-        text: out,
+    if !why.is_empty() {
+        let _ = writeln!(out, "{why}");
     }
+    let code = u8::from(hazardous > 0 || missing > 0 || list.is_empty());
+    if as_json {
+        let body = json!({"ok": code == 0, "migrations": report, "error": if why.is_empty() { Value::Null } else { json!(why) }});
+        return Output {
+            code,
+            text: format!("{body:#}\n"),
+        };
+    }
+    Output { code, text: out }
 }

@@ -140,14 +140,42 @@ async fn migrations_check_flags_destructive_downs_and_fails_on_missing_ones() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/prisma/migrations"
     );
-    let out = rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql");
-    assert_eq!(out.code, 0, "{}", out.text);
+    let out =
+        rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql", false);
+    // Anything but safe downs fails the check, and each hazard names its objects.
+    assert_eq!(out.code, 1, "{}", out.text);
     assert!(
-        out.text.contains("DESTRUCTIVE 20261101000000_init"),
+        out.text.contains("HAZARDS    20261101000000_init  (down)"),
         "{}",
         out.text
     );
-    assert!(out.text.contains("ok        20261124000000_add_name_index"));
+    assert!(
+        out.text
+            .contains("destroys_data       statement 1: drops a table (\"User\")"),
+        "{}",
+        out.text
+    );
+    assert!(out
+        .text
+        .contains("ok         20261124000000_add_name_index"));
+    let json =
+        rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql", true);
+    assert_eq!(json.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json.text).unwrap();
+    assert_eq!(v["ok"], false);
+    let init = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["migration"] == "20261101000000_init")
+        .unwrap();
+    assert_eq!(init["down"], "hazardous");
+    assert_eq!(init["down_hazards"][0]["kind"], "destroys_data");
+    assert_eq!(
+        init["down_hazards"][0]["reason"],
+        "drops a table (\"User\")"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("20261201000000_x")).unwrap();
     std::fs::write(
@@ -155,9 +183,14 @@ async fn migrations_check_flags_destructive_downs_and_fails_on_missing_ones() {
         "CREATE TABLE t (id int);",
     )
     .unwrap();
-    let out = rollback_guard::cli::migrations_check(dir.path(), "down.sql");
+    let out = rollback_guard::cli::migrations_check(dir.path(), "down.sql", false);
     assert_eq!(out.code, 1);
-    assert!(out.text.contains("MISSING   20261201000000_x"));
+    assert!(out.text.contains("MISSING    20261201000000_x"));
+    // An empty or wrong directory says why.
+    let empty = tempfile::tempdir().unwrap();
+    let out = rollback_guard::cli::migrations_check(empty.path(), "down.sql", false);
+    assert_eq!(out.code, 1);
+    assert!(out.text.contains("no migrations found in"), "{}", out.text);
 }
 
 #[test]
@@ -168,10 +201,14 @@ fn migrations_check_refuses_downs_that_cannot_run_in_one_transaction() {
         ("20261202000000_b", "DROP INDEX i; COMMIT; DROP INDEX j;"),
     ] {
         std::fs::create_dir(dir.path().join(name)).unwrap();
-        std::fs::write(dir.path().join(name).join("migration.sql"), "SELECT 1;").unwrap();
+        std::fs::write(
+            dir.path().join(name).join("migration.sql"),
+            "ALTER TABLE t DROP COLUMN c;",
+        )
+        .unwrap();
         std::fs::write(dir.path().join(name).join("down.sql"), down).unwrap();
     }
-    let out = rollback_guard::cli::migrations_check(dir.path(), "down.sql");
+    let out = rollback_guard::cli::migrations_check(dir.path(), "down.sql", false);
     assert_eq!(out.code, 1, "{}", out.text);
     assert!(
         out.text
@@ -186,12 +223,25 @@ fn migrations_check_refuses_downs_that_cannot_run_in_one_transaction() {
         "{}",
         out.text
     );
+    // Up scripts that destroy data say they need a pre-migration backup.
+    assert!(
+        out.text
+            .contains("up needs a pre-migration backup: statement 1: drops a column (c of t)"),
+        "{}",
+        out.text
+    );
     // Prisma's enum rewrite (BEGIN … COMMIT inside the script) is accepted.
     let fixtures = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/prisma_enum/migrations"
     );
-    let out = rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql");
-    assert_eq!(out.code, 0, "{}", out.text);
+    let out =
+        rollback_guard::cli::migrations_check(std::path::Path::new(fixtures), "down.sql", false);
     assert!(!out.text.contains("NOT ATOMIC"), "{}", out.text);
+    // Its down still rewrites a column's type and drops a type: a hazard, named.
+    assert!(
+        out.text.contains("changes the type of \"User\".\"role\""),
+        "{}",
+        out.text
+    );
 }

@@ -31,4 +31,5 @@ mod operator_and_slack;
 mod routing;
 mod seed;
 mod senders;
+mod sql_hazards;
 mod store_contract;
