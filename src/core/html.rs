@@ -16,3 +16,13 @@ pub fn escape(s: &str) -> String {
     }
     out
 }
+
+/// Escapes text for Slack `mrkdwn` (and a message's fallback `text`): Slack
+/// turns `<url|label>`, `<!channel>` and `<@U…>` into links and mentions, so
+/// `&`, `<` and `>` in text from outside become `&amp;`, `&lt;`, `&gt;`
+/// (Slack's "Escaping text" rule). Nothing else needs escaping.
+pub fn escape_slack(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use crate::core::html::escape_slack;
 use crate::core::policy::ChannelKind;
 use crate::core::secret::Secret;
 
@@ -146,7 +147,7 @@ impl Channel for Slack {
     async fn send(&self, msg: &Message) -> Result<Vec<String>, NotifyError> {
         let mut blocks = vec![
             json!({"type": "header", "text": {"type": "plain_text", "text": msg.subject.chars().take(150).collect::<String>()}}),
-            json!({"type": "section", "text": {"type": "mrkdwn", "text": msg.text.chars().take(2900).collect::<String>()}}),
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": escape_slack(&msg.text).chars().take(2900).collect::<String>()}}),
         ];
         if let Some(id) = &msg.request_id {
             blocks.push(json!({"type": "actions", "block_id": "rollback_decision", "elements": [
@@ -156,7 +157,8 @@ impl Channel for Slack {
                 {"type": "button", "action_id": "reject", "value": id, "text": {"type": "plain_text", "text": "Reject"}}
             ]}));
         }
-        let body = json!({"text": format!("{}\n{}", msg.subject, msg.text), "blocks": blocks});
+        let fallback = escape_slack(&format!("{}\n{}", msg.subject, msg.text));
+        let body = json!({"text": fallback, "blocks": blocks});
         send("slack", self.http.post(self.webhook.expose()).json(&body)).await?;
         Ok(vec!["slack".into()])
     }

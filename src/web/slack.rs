@@ -31,12 +31,7 @@ fn verify_slack(app: &App, req: &Request) -> Result<(), VerifyError> {
             .ok_or(VerifyError::MissingHeader(n))
     };
     let ts = header("x-slack-request-timestamp")?;
-    let secs: i64 = ts
-        .parse()
-        .map_err(|_| VerifyError::MalformedHeader("x-slack-request-timestamp"))?;
-    if (app.clock().now().as_millis() / 1000 - secs).abs() > verify::TOLERANCE_SECS {
-        return Err(VerifyError::Stale(verify::TOLERANCE_SECS));
-    }
+    verify::check_fresh(ts, app.clock().now(), "x-slack-request-timestamp")?;
     let sig = header("x-slack-signature")?
         .strip_prefix("v0=")
         .ok_or(VerifyError::MalformedHeader("x-slack-signature"))?;

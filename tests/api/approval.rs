@@ -167,6 +167,11 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
                 && page.contains("Approve rollback"),
             "{page}"
         );
+        // The page says plainly who can use the link.
+        assert!(
+            page.contains("Anyone holding it can decide") && !page.contains("works only for them"),
+            "{page}"
+        );
         // The plan the execution will run, step by step.
         assert!(
             page.contains("What happens")

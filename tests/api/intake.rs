@@ -505,3 +505,16 @@ async fn a_captured_vercel_webhook_replayed_after_the_dedupe_window_is_refused()
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn extreme_timestamps_are_refused_not_panicked_on() {
+    let app = spawn(Backend::Sqlite).await;
+    for ts in [i64::MIN, i64::MAX, -1] {
+        let res = post_generic_at(&app, "msg_extreme", ts, br#"{"metrics": {}}"#.to_vec()).await;
+        assert_eq!(res.status(), 401, "timestamp {ts}");
+        assert!(json(res).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tolerance"));
+    }
+}

@@ -21,6 +21,7 @@ mod fake_http;
 mod fake_vercel;
 mod faults;
 mod functions;
+mod fuzz;
 mod health;
 mod helpers;
 mod incidents_api;

@@ -347,3 +347,73 @@ async fn sms_through_twilio_is_the_last_fallback() {
         "one retry on 503"
     );
 }
+
+#[tokio::test]
+async fn slack_requests_with_extreme_timestamps_are_refused_not_panicked_on() {
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[("SLACK_SIGNING_SECRET", "slack-signing-secret-123")],
+    )
+    .await;
+    for ts in [i64::MIN, i64::MAX] {
+        let res = slack_request(&app, "payload=%7B%7D", ts, "slack-signing-secret-123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "timestamp {ts}");
+    }
+}
+
+#[tokio::test]
+async fn outside_text_cannot_become_a_link_in_slack_or_markup_in_email() {
+    use rollback_guard::core::policy::ChannelKind;
+    use rollback_guard::integrations::notify::{channels_from_config, Message, NotifyConfig};
+    let slack = super::fake_http::start(vec![], (200, "ok")).await;
+    let resend = super::fake_http::start(vec![], (200, r#"{"id":"e1"}"#)).await;
+    let cfg = NotifyConfig {
+        slack_webhook_url: Some(rollback_guard::core::secret::Secret::new(format!(
+            "{}/services/T0/B0/x",
+            slack.url
+        ))),
+        slack_signing_secret: None,
+        resend_api_key: Some(rollback_guard::core::secret::Secret::new("re_key")),
+        email_from: Some("guard@example.com".into()),
+        twilio_account_sid: None,
+        twilio_auth_token: None,
+        twilio_from: None,
+        resend_api_base: url::Url::parse(&resend.url).unwrap(),
+        twilio_api_base: url::Url::parse("http://127.0.0.1:9").unwrap(),
+    };
+    let evil = "alert <https://evil.example/approve|Click to approve> & <!channel>";
+    let msg = Message {
+        subject: "Approve rollback of production?".into(),
+        text: format!("production on dpl_bad: {evil}"),
+        request_id: None,
+        links: vec![],
+        email_to: vec!["ops@example.com".into()],
+        sms_to: vec![],
+        idempotency_key: "test/1".into(),
+    };
+    for ch in channels_from_config(&cfg, &[ChannelKind::Slack, ChannelKind::Email]) {
+        ch.send(&msg).await.unwrap();
+    }
+    let body: serde_json::Value =
+        serde_json::from_str(&slack.requests.lock().unwrap()[0].body).unwrap();
+    let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
+    let fallback = body["text"].as_str().unwrap();
+    for text in [section, fallback] {
+        assert!(!text.contains("<https://"), "{text}");
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert!(
+            text.contains(
+                "&lt;https://evil.example/approve|Click to approve&gt; &amp; &lt;!channel&gt;"
+            ),
+            "{text}"
+        );
+    }
+    let mail: serde_json::Value =
+        serde_json::from_str(&resend.requests.lock().unwrap()[0].body).unwrap();
+    let html = mail["html"].as_str().unwrap();
+    assert!(!html.contains("<https://"), "{html}");
+    assert!(html.contains("&lt;https://evil.example/approve"), "{html}");
+}

@@ -75,12 +75,15 @@ pub fn grafana(
     }
 }
 
-fn check_fresh(ts: &str, now: Timestamp, header: &'static str) -> Result<i64, VerifyError> {
+/// Parses a signed timestamp header (seconds) and checks it is within
+/// [`TOLERANCE_SECS`] of `now`. Any i64 is handled: the distance is computed
+/// without overflow.
+pub fn check_fresh(ts: &str, now: Timestamp, header: &'static str) -> Result<i64, VerifyError> {
     let secs: i64 = ts
         .trim()
         .parse()
         .map_err(|_| VerifyError::MalformedHeader(header))?;
-    if (now.as_millis() / 1000 - secs).abs() > TOLERANCE_SECS {
+    if (now.as_millis() / 1000).abs_diff(secs) > TOLERANCE_SECS.unsigned_abs() {
         return Err(VerifyError::Stale(TOLERANCE_SECS));
     }
     Ok(secs)
