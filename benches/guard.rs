@@ -154,14 +154,16 @@ async fn serve_guard(store: Arc<dyn Store>, schema: &str) -> (Arc<App>, String) 
 
 async fn bench_intake() {
     let schema = format!("rg_bench_{:08x}", rand::random::<u32>());
-    let pg = Arc::new(PostgresStore::connect(&pg_url(), &schema).unwrap());
+    let pg = Arc::new(
+        PostgresStore::connect(&pg_url(), &schema, std::time::Duration::from_secs(5)).unwrap(),
+    );
     pg.migrate().await.unwrap();
     let (app, guard_url) = serve_guard(pg.clone(), &schema).await;
     let redis_url =
         std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("{schema}:");
     let redis = Arc::new(
-        rollback_guard::store::RedisStore::connect(&redis_url, &prefix)
+        rollback_guard::store::RedisStore::connect(&redis_url, &prefix, Default::default())
             .await
             .unwrap(),
     );
@@ -271,7 +273,9 @@ async fn bench_intake() {
 
 async fn bench_evaluation() {
     let schema = format!("rg_bench_{:08x}", rand::random::<u32>());
-    let pg = Arc::new(PostgresStore::connect(&pg_url(), &schema).unwrap());
+    let pg = Arc::new(
+        PostgresStore::connect(&pg_url(), &schema, std::time::Duration::from_secs(5)).unwrap(),
+    );
     pg.migrate().await.unwrap();
     let store: &dyn Store = pg.as_ref();
     // 10 deployments in a row over 24 h in production; 1M requests in all.

@@ -66,6 +66,14 @@ pub fn summary_lines(description: &Value) -> Vec<String> {
             _ => {}
         }
     }
+    let has_database_step = description["steps"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|s| s["kind"] == "database"));
+    if let (false, Some(why)) = (has_database_step, description["database"].as_str()) {
+        if why.contains("unreachable") || why.contains("handshake") {
+            lines.push(format!("Database: not checked: {why}"));
+        }
+    }
     for r in strs(&description["would_refuse"]) {
         lines.push(format!("A real run would refuse: {r}"));
     }

@@ -209,5 +209,7 @@ pub async fn describe(
         "environment": plan.environment, "from_deployment": plan.from_deployment,
         "target_deployment": plan.target_deployment, "reason": plan.reason, "dry_run": plan.dry_run,
         "steps": steps, "would_refuse": would_refuse,
+        // Why the database is (or is not) part of the plan.
+        "database": attribution,
     }))
 }

@@ -57,14 +57,33 @@ fn db(e: tokio_postgres::Error) -> DbRollbackError {
     }
 }
 
-/// Connects to the app's database, with the same TLS rules as the store.
+/// How long connecting may take, TLS and startup handshake included.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the app's database, with the same TLS rules as the store. The
+/// whole handshake is bounded (a server that accepts and never answers fails
+/// after [`HANDSHAKE_TIMEOUT`]), and every statement of the session is
+/// bounded by the server's `statement_timeout` ([`STATEMENT_TIMEOUT`]).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbRollbackError> {
-    let cfg =
+    let mut cfg =
         crate::integrations::postgres::client_config(url).map_err(DbRollbackError::Unavailable)?;
-    let (client, conn) = cfg
-        .connect(crate::integrations::postgres::tls())
-        .await
-        .map_err(|e| DbRollbackError::Unavailable(e.to_string()))?;
+    cfg.connect_timeout(HANDSHAKE_TIMEOUT);
+    cfg.options(format!(
+        "-c statement_timeout={}",
+        STATEMENT_TIMEOUT.as_millis()
+    ));
+    let (client, conn) = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        cfg.connect(crate::integrations::postgres::tls()),
+    )
+    .await
+    .map_err(|_| {
+        DbRollbackError::Unavailable(format!(
+            "the app database did not complete the connection handshake within {} s",
+            HANDSHAKE_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| DbRollbackError::Unavailable(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "app database connection ended");

@@ -122,7 +122,7 @@ impl App {
         };
         self.store
             .get_or_try_init(|| async move {
-                let s = store::connect(&cfg.store).await?;
+                let s = store::connect_with(&cfg.store, cfg.store_timeouts).await?;
                 let version = s.migrate().await?;
                 tracing::info!(
                     backend = s.backend(),

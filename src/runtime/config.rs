@@ -28,6 +28,8 @@ pub const DEFAULT_SQLITE_PATH: &str = ".rollback-guard/guard.db";
 pub struct Config {
     /// Where state lives.
     pub store: StoreConfig,
+    /// How long connecting to the store and one store operation may take.
+    pub store_timeouts: crate::store::StoreTimeouts,
     /// `Authorization: Bearer` value Vercel cron sends; cron routes refuse everything without it.
     pub cron_secret: Option<Secret>,
     /// Bearer token for operator routes (`/api/rollback`, `/api/incidents`, dashboard).
@@ -196,10 +198,34 @@ impl Config {
                 }
             },
         };
+        let mut duration = |key: &str, default: std::time::Duration| match r.var(key) {
+            None => default,
+            Some(v) => match crate::core::duration::parse(&v) {
+                Ok(d)
+                    if d >= std::time::Duration::from_millis(100)
+                        && d <= std::time::Duration::from_secs(60) =>
+                {
+                    d
+                }
+                _ => {
+                    r.errors.push(ConfigError::new(
+                        key,
+                        "must be a duration from 100ms to 60s, like \"2s\" or \"500ms\"",
+                    ));
+                    default
+                }
+            },
+        };
+        let defaults = crate::store::StoreTimeouts::default();
+        let store_timeouts = crate::store::StoreTimeouts {
+            connect: duration("STORE_CONNECT_TIMEOUT", defaults.connect),
+            operation: duration("STORE_OPERATION_TIMEOUT", defaults.operation),
+        };
         let (policy, policy_source) = read_policy(&mut r);
         if r.errors.is_empty() {
             Ok(Config {
                 store,
+                store_timeouts,
                 cron_secret,
                 operator_token,
                 app_database_url,

@@ -7,6 +7,8 @@
 //! behaves identically everywhere and is testable without sleeping.
 
 pub mod lease;
+pub mod timed;
+pub use timed::StoreTimeouts;
 mod postgres;
 mod redis;
 mod sqlite;
@@ -248,15 +250,30 @@ where
 
 /// Connects to the configured backend. Does not migrate; callers do that once.
 pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
-    Ok(match cfg {
-        StoreConfig::Postgres { url, schema } => {
-            Arc::new(PostgresStore::connect(url.expose(), schema)?)
-        }
-        StoreConfig::Redis { url, prefix } => {
-            Arc::new(RedisStore::connect(url.expose(), prefix).await?)
-        }
-        StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+    connect_with(cfg, StoreTimeouts::default()).await
+}
+
+/// Connects within `timeouts.connect`; every operation of the returned store
+/// is bounded by `timeouts.operation`.
+pub async fn connect_with(
+    cfg: &StoreConfig,
+    timeouts: StoreTimeouts,
+) -> StoreResult<Arc<dyn Store>> {
+    let inner: Arc<dyn Store> = timed::bounded(timeouts.connect, "a connect", async {
+        Ok(match cfg {
+            StoreConfig::Postgres { url, schema } => Arc::new(PostgresStore::connect(
+                url.expose(),
+                schema,
+                timeouts.connect,
+            )?) as Arc<dyn Store>,
+            StoreConfig::Redis { url, prefix } => {
+                Arc::new(RedisStore::connect(url.expose(), prefix, timeouts).await?)
+            }
+            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+        })
     })
+    .await?;
+    Ok(Arc::new(timed::TimedStore::new(inner, timeouts.operation)))
 }
 
 /// How many times a compare-and-set write (audit append, document upsert) retries before giving up.

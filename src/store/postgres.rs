@@ -97,8 +97,9 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Builds a lazy pool; no connection is made until the first call.
-    pub fn connect(url: &str, schema: &str) -> StoreResult<Self> {
-        let cfg = client_config(url).map_err(StoreError::Unavailable)?;
+    pub fn connect(url: &str, schema: &str, connect_timeout: Duration) -> StoreResult<Self> {
+        let mut cfg = client_config(url).map_err(StoreError::Unavailable)?;
+        cfg.connect_timeout(connect_timeout);
         let mgr = Manager::from_config(
             cfg,
             tls(),
@@ -108,8 +109,9 @@ impl PostgresStore {
         );
         let pool = Pool::builder(mgr)
             .max_size(8)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(connect_timeout))
+            // Bounds the whole handshake, not only the TCP connect.
+            .create_timeout(Some(connect_timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;

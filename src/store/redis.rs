@@ -191,13 +191,20 @@ fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
 
 impl RedisStore {
     /// Connects (with reconnects handled by the connection manager).
-    pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeouts: super::StoreTimeouts,
+    ) -> StoreResult<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind())))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_number_of_retries(2);
+            .set_connection_timeout(timeouts.connect)
+            .set_response_timeout(timeouts.operation)
+            // Reconnect attempts happen inside one bounded operation; a long
+            // backoff would only be cut off by the operation timeout.
+            .set_number_of_retries(1)
+            .set_max_delay(200);
         let conn = client
             .get_connection_manager_with_config(cfg)
             .await

@@ -99,12 +99,18 @@ impl Drop for TestStore {
             rt.block_on(async move {
                 match config {
                     StoreConfig::Postgres { url, schema } => {
-                        if let Ok(s) = PostgresStore::connect(url.expose(), &schema) {
+                        if let Ok(s) = PostgresStore::connect(
+                            url.expose(),
+                            &schema,
+                            std::time::Duration::from_secs(5),
+                        ) {
                             let _ = s.drop_schema().await;
                         }
                     }
                     StoreConfig::Redis { url, prefix } => {
-                        if let Ok(s) = RedisStore::connect(url.expose(), &prefix).await {
+                        if let Ok(s) =
+                            RedisStore::connect(url.expose(), &prefix, Default::default()).await
+                        {
                             let _ = s.delete_all().await;
                         }
                     }

@@ -34,3 +34,4 @@ mod seed;
 mod senders;
 mod sql_hazards;
 mod store_contract;
+mod store_timeouts;
