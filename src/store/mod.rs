@@ -24,7 +24,9 @@ use crate::core::clock::Timestamp;
 pub use postgres::PostgresStore;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
-pub use types::{Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow, MAX_PREFIX};
+pub use types::{
+    Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd, RollupRow, MAX_PREFIX,
+};
 
 /// Store backend selection.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +163,19 @@ pub trait Store: Send + Sync {
         minute: i64,
         values: &[(String, f64)],
     ) -> StoreResult<()>;
+
+    /// Adds every increment in `adds` and records the claim `scope`/`key`
+    /// in **one atomic write**, unless that claim exists unexpired: then
+    /// nothing is added and it returns `false`. So a retried delivery never
+    /// counts twice and a failed one never counts half.
+    async fn add_rollups_once(
+        &self,
+        scope: &str,
+        key: &str,
+        adds: &[RollupAdd],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
 
     /// Counters of `environment`/`deployment` with `from <= minute < to`.
     async fn rollups(

@@ -11,8 +11,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
-    Store, StoreError, StoreResult,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd,
+    RollupRow, Store, StoreError, StoreResult,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -187,6 +187,14 @@ impl Conn {
         self.0.execute(&st, params).await
     }
 }
+
+/// Adds one minute's counters (sum, or max for `max:` names).
+const ADD_ROLLUP_SQL: &str =
+    "INSERT INTO {s}.rollups AS r (environment, deployment, minute, name, value)
+     SELECT $1, $2, $3, n, v FROM unnest($4::text[], $5::float8[]) AS t(n, v)
+     ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
+       CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
+            ELSE r.value + EXCLUDED.value END";
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
@@ -441,19 +449,59 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (names, vals): (Vec<String>, Vec<f64>) = merged.into_iter().unzip();
-        let sql = self.sql(
-            "INSERT INTO {s}.rollups AS r (environment, deployment, minute, name, value)
-             SELECT $1, $2, $3, n, v FROM unnest($4::text[], $5::float8[]) AS t(n, v)
-             ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
-               CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
-                    ELSE r.value + EXCLUDED.value END",
-        );
+        let sql = self.sql(ADD_ROLLUP_SQL);
         self.client()
             .await?
             .execute(&sql, &[&environment, &deployment, &minute, &names, &vals])
             .await
             .map_err(pg_err)?;
         Ok(())
+    }
+
+    async fn add_rollups_once(
+        &self,
+        scope: &str,
+        key: &str,
+        adds: &[RollupAdd],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let claim = self.sql(&format!(
+            "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at) VALUES ($1, $2, {})
+             ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             WHERE c.expires_at <= {}
+             RETURNING 1",
+            ts(3),
+            ts(4)
+        ));
+        let add = self.sql(ADD_ROLLUP_SQL);
+        let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
+        let at = now.as_millis() as f64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        if tx
+            .query(&claim, &[&scope, &key, &expires, &at])
+            .await
+            .map_err(pg_err)?
+            .is_empty()
+        {
+            return Ok(false);
+        }
+        for a in adds {
+            let (names, vals): (Vec<String>, Vec<f64>) =
+                merge_values(&a.values).into_iter().unzip();
+            if names.is_empty() {
+                continue;
+            }
+            tx.execute(
+                &add,
+                &[&a.environment, &a.deployment, &a.minute, &names, &vals],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
     }
 
     async fn rollups(

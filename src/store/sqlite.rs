@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupRow,
-    Store, StoreError, StoreResult,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd,
+    RollupRow, Store, StoreError, StoreResult,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -48,6 +48,23 @@ CREATE TABLE rollups (
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+}
+
+/// Adds one minute's counters inside the caller's transaction.
+fn add_in(tx: &rusqlite::Transaction<'_>, a: &RollupAdd) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO rollups (environment, deployment, minute, name, value) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
+               CASE WHEN substr(excluded.name, 1, 4) = 'max:' THEN max(rollups.value, excluded.value)
+                    ELSE rollups.value + excluded.value END",
+        )
+        .map_err(sql_err)?;
+    for (name, v) in merge_values(&a.values) {
+        stmt.execute(params![a.environment, a.deployment, a.minute, name, v])
+            .map_err(sql_err)?;
+    }
+    Ok(())
 }
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -348,24 +365,52 @@ impl Store for SqliteStore {
         minute: i64,
         values: &[(String, f64)],
     ) -> StoreResult<()> {
-        let merged = merge_values(values);
-        let (environment, deployment) = (environment.to_string(), deployment.to_string());
+        let add = RollupAdd {
+            environment: environment.to_string(),
+            deployment: deployment.to_string(),
+            minute,
+            values: values.to_vec(),
+        };
         self.with(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_err)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO rollups (environment, deployment, minute, name, value) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
-                           CASE WHEN substr(excluded.name, 1, 4) = 'max:' THEN max(rollups.value, excluded.value)
-                                ELSE rollups.value + excluded.value END",
-                    )
-                    .map_err(sql_err)?;
-                for (name, v) in &merged {
-                    stmt.execute(params![environment, deployment, minute, name, v]).map_err(sql_err)?;
-                }
-            }
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            add_in(&tx, &add)?;
             tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn add_rollups_once(
+        &self,
+        scope: &str,
+        key: &str,
+        adds: &[RollupAdd],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let (scope, key, adds) = (scope.to_string(), key.to_string(), adds.to_vec());
+        let expires = now.as_millis().saturating_add(ttl_millis(ttl));
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let claimed = tx
+                .execute(
+                    "INSERT INTO once_claims (scope, key, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE once_claims.expires_at <= ?4",
+                    params![scope, key, expires, now.as_millis()],
+                )
+                .map_err(sql_err)?;
+            if claimed != 1 {
+                return Ok(false);
+            }
+            for a in &adds {
+                add_in(&tx, a)?;
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(true)
         })
         .await
     }

@@ -151,6 +151,21 @@ impl Store for TimedStore {
         )
         .await
     }
+    async fn add_rollups_once(
+        &self,
+        scope: &str,
+        key: &str,
+        adds: &[super::RollupAdd],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        bounded(
+            self.limit,
+            "a rollup write",
+            self.inner.add_rollups_once(scope, key, adds, now, ttl),
+        )
+        .await
+    }
     async fn rollups(
         &self,
         environment: &str,

@@ -99,3 +99,12 @@ pub use crate::core::detect::window::RollupRow;
 
 /// Counters whose name starts with this keep the maximum instead of the sum.
 pub const MAX_PREFIX: &str = "max:";
+
+/// One rollup increment of an environment's deployment in one minute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollupAdd {
+    pub environment: String,
+    pub deployment: String,
+    pub minute: i64,
+    pub values: Vec<(String, f64)>,
+}

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde_json::json;
 
-use crate::flows::intake::{authenticate, dedupe_key, parse, record, Source, DEDUPE_TTL};
+use crate::flows::intake::{authenticate, dedupe_key, parse, record_delivery, Source, DEDUPE_TTL};
 use crate::runtime::app::App;
 use crate::web::error::ApiError;
 use crate::web::respond::{json_response, Request, Response};
@@ -70,7 +70,7 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
             &json!({"status": "duplicate"}),
         ));
     }
-    if let Err(e) = record(store.as_ref(), &signals, now).await {
+    if let Err(e) = record_delivery(store.as_ref(), Some(&key), &signals, now).await {
         if let Err(release) = store.release_claim(&scope, &key).await {
             tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
         }

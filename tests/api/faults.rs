@@ -110,6 +110,19 @@ impl Store for FaultyStore {
             .add_rollup(environment, deployment, minute, values)
             .await
     }
+    async fn add_rollups_once(
+        &self,
+        scope: &str,
+        key: &str,
+        adds: &[rollback_guard::store::RollupAdd],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        self.write()?;
+        self.inner
+            .add_rollups_once(scope, key, adds, now, ttl)
+            .await
+    }
     async fn rollups(
         &self,
         environment: &str,
@@ -355,4 +368,73 @@ async fn a_store_fault_at_any_write_ends_in_exactly_one_rollback_on_postgres() {
 async fn a_store_fault_at_any_write_ends_in_exactly_one_rollback_on_redis() {
     every_write_boundary(Backend::Redis, Mode::Approval).await;
     every_write_boundary(Backend::Redis, Mode::Auto).await;
+}
+
+/// A log drain batch with lines of two deployments (two rollup batches).
+fn two_deployment_batch(t: i64) -> String {
+    [
+        serde_json::json!({"id": "1", "deploymentId": "dpl_a", "source": "lambda", "host": "a.vercel.app", "timestamp": t, "projectId": "prj_1", "level": "info", "requestId": "r1", "statusCode": 200, "proxy": {"statusCode": 200}, "environment": "production"}),
+        serde_json::json!({"id": "2", "deploymentId": "dpl_a", "source": "lambda", "host": "a.vercel.app", "timestamp": t + 1, "projectId": "prj_1", "level": "error", "requestId": "r2", "statusCode": 500, "proxy": {"statusCode": 500}, "environment": "production"}),
+        serde_json::json!({"id": "3", "deploymentId": "dpl_b", "source": "lambda", "host": "b.vercel.app", "timestamp": t + 2, "projectId": "prj_1", "level": "info", "requestId": "r3", "statusCode": 200, "proxy": {"statusCode": 200}, "environment": "production"}),
+    ]
+    .iter()
+    .map(|l| format!("{l}\n"))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_fails_part_way_is_counted_exactly_once_after_the_retry() {
+    let t0 = SystemClock.now().as_millis() - 60_000;
+    let body = two_deployment_batch(t0);
+    let minute = t0 / 60_000;
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Redis] {
+        let mut fail_at = 1;
+        loop {
+            let ts = TestStore::new(backend).await;
+            let mut cfg = config(&[("VERCEL_LOG_DRAIN_SECRET", "vercel-drain-secret-1")]);
+            cfg.store = ts.config.clone();
+            let faulty = Arc::new(FaultyStore {
+                inner: Arc::clone(&ts.store),
+                writes: AtomicUsize::new(0),
+                fail_at,
+            });
+            let app = TestApp::serve(App::with_store(
+                cfg.clone(),
+                Arc::clone(&faulty) as Arc<dyn Store>,
+                Arc::new(SystemClock),
+            ))
+            .await;
+            let first = super::senders::post_drain(&app, &body).await.status();
+            let writes = faulty.writes.load(Ordering::SeqCst);
+            // The sender retries the same delivery after a 503.
+            let healthy = TestApp::serve(App::with_store(
+                cfg,
+                Arc::clone(&ts.store),
+                Arc::new(SystemClock),
+            ))
+            .await;
+            let retry = super::senders::post_drain(&healthy, &body).await.status();
+            assert!(
+                retry.is_success(),
+                "{backend:?} fault {fail_at}: retry {retry}"
+            );
+            for (dep, requests, errors) in [("dpl_a", 2, 1), ("dpl_b", 1, 0)] {
+                let w = rollback_guard::core::detect::window::Window::from_rows(
+                    &ts.store
+                        .rollups("production", dep, minute, minute + 1)
+                        .await
+                        .unwrap(),
+                );
+                assert_eq!(
+                    (w.requests, w.errors_5xx),
+                    (requests, errors),
+                    "{backend:?}, fault at write {fail_at} of {writes} (first answer {first})"
+                );
+            }
+            if fail_at > writes {
+                break;
+            }
+            fail_at += 1;
+        }
+    }
 }

@@ -508,6 +508,51 @@ mod cases {
             .is_empty());
     }
 
+    pub async fn rollups_of_one_delivery_are_added_once_and_together(t: &TestStore) {
+        use rollback_guard::store::RollupAdd;
+        let s = &t.store;
+        let add = |dep: &str, minute: i64, requests: f64, max: f64| RollupAdd {
+            environment: "production".into(),
+            deployment: dep.into(),
+            minute,
+            values: vec![
+                ("requests".into(), requests),
+                ("requests".into(), 1.0),
+                ("max:memory_pct".into(), max),
+            ],
+        };
+        let delivery = [add("dpl_a", 100, 10.0, 40.0), add("dpl_b", 101, 20.0, 70.0)];
+        assert!(s
+            .add_rollups_once("intake", "d1", &delivery, T0, MIN)
+            .await
+            .unwrap());
+        // The same delivery again (a retry) adds nothing.
+        assert!(!s
+            .add_rollups_once("intake", "d1", &delivery, T0, MIN)
+            .await
+            .unwrap());
+        // Another delivery adds.
+        assert!(s
+            .add_rollups_once("intake", "d2", &[add("dpl_a", 100, 5.0, 90.0)], T0, MIN)
+            .await
+            .unwrap());
+        let value = |rows: Vec<rollback_guard::store::RollupRow>, name: &str| {
+            rows.iter().find(|r| r.name == name).map(|r| r.value)
+        };
+        let a = s.rollups("production", "dpl_a", 100, 101).await.unwrap();
+        assert_eq!(value(a.clone(), "requests"), Some(17.0));
+        assert_eq!(value(a, "max:memory_pct"), Some(90.0));
+        let b = s.rollups("production", "dpl_b", 100, 102).await.unwrap();
+        assert_eq!(value(b.clone(), "requests"), Some(21.0));
+        assert_eq!(value(b, "max:memory_pct"), Some(70.0));
+        // After the claim expires the key can count again (a new delivery).
+        let later = rollback_guard::core::clock::Timestamp::from_millis(T0.as_millis() + 120_000);
+        assert!(s
+            .add_rollups_once("intake", "d1", &delivery, later, MIN)
+            .await
+            .unwrap());
+    }
+
     pub async fn rollups_add_counters_and_keep_maxima(t: &TestStore) {
         let s = &t.store;
         let v = |pairs: &[(&str, f64)]| {
@@ -684,5 +729,6 @@ contract!(
     exactly_one_of_many_racing_document_updates_wins,
     documents_list_by_scope_and_status_newest_first,
     rollups_add_counters_and_keep_maxima,
+    rollups_of_one_delivery_are_added_once_and_together,
     concurrent_rollup_increments_are_not_lost,
 );

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::core::clock::Timestamp;
 use crate::core::detect::window::minute_of;
 use crate::flows::registry;
-use crate::store::{Doc, Store, StoreResult};
+use crate::store::{Doc, RollupAdd, Store, StoreResult};
 use signal::{AlertSignal, MetricBatch, Signal};
 use verify::VerifyError;
 
@@ -226,8 +226,24 @@ pub fn parse(
     }
 }
 
-/// Stores every signal of one delivery.
+/// Stores every signal of one delivery (see [`record_delivery`]; without a
+/// delivery key, for signals that are not retried).
 pub async fn record(store: &dyn Store, signals: &[Signal], now: Timestamp) -> StoreResult<()> {
+    record_delivery(store, None, signals, now).await
+}
+
+/// Stores every signal of one delivery so that a retry after a failure
+/// never counts twice: deployments and alerts are upserts by id, and all of
+/// the delivery's counters are added in one atomic write together with a
+/// once-claim on `key` (its dedupe key). A retry whose counters already
+/// landed skips them; one whose counters did not land adds them whole.
+pub async fn record_delivery(
+    store: &dyn Store,
+    key: Option<&str>,
+    signals: &[Signal],
+    now: Timestamp,
+) -> StoreResult<()> {
+    let mut adds = Vec::new();
     for s in signals {
         match s {
             Signal::Deployment(ev) => {
@@ -242,14 +258,33 @@ pub async fn record(store: &dyn Store, signals: &[Signal], now: Timestamp) -> St
                     })
                     .await?;
             }
-            Signal::Metrics(m) => record_metrics(store, m).await?,
+            Signal::Metrics(m) => adds.push(rollup_of(store, m).await?),
             Signal::Alert(a) => record_alert(store, a, now).await?,
+        }
+    }
+    match key {
+        Some(key) if !adds.is_empty() => {
+            store
+                .add_rollups_once(ROLLUP_SCOPE, key, &adds, now, DEDUPE_TTL)
+                .await?;
+        }
+        _ => {
+            for a in &adds {
+                store
+                    .add_rollup(&a.environment, &a.deployment, a.minute, &a.values)
+                    .await?;
+            }
         }
     }
     Ok(())
 }
 
-async fn record_metrics(store: &dyn Store, m: &MetricBatch) -> StoreResult<()> {
+/// Claim scope of deliveries whose counters were added.
+const ROLLUP_SCOPE: &str = "intake_rollups";
+
+/// Where a metric batch counts: its environment and deployment (from the
+/// registry when the sender did not say), and its minute.
+async fn rollup_of(store: &dyn Store, m: &MetricBatch) -> StoreResult<RollupAdd> {
     let (environment, deployment) = match (&m.environment, &m.deployment) {
         (Some(env), Some(dep)) => (env.clone(), dep.clone()),
         (None, Some(dep)) => {
@@ -267,14 +302,12 @@ async fn record_metrics(store: &dyn Store, m: &MetricBatch) -> StoreResult<()> {
             (env, dep)
         }
     };
-    store
-        .add_rollup(
-            &environment,
-            &deployment,
-            minute_of(m.at.as_millis()),
-            &m.counters,
-        )
-        .await
+    Ok(RollupAdd {
+        environment,
+        deployment,
+        minute: minute_of(m.at.as_millis()),
+        values: m.counters.clone(),
+    })
 }
 
 async fn record_alert(store: &dyn Store, a: &AlertSignal, now: Timestamp) -> StoreResult<()> {
