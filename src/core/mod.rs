@@ -13,4 +13,5 @@ pub mod html;
 pub mod plan;
 pub mod policy;
 pub mod secret;
+pub mod session;
 pub mod sql;

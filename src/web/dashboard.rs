@@ -2,8 +2,10 @@
 //! recent incidents, each environment's deployments (current and last known
 //! good marked) with per-minute error-rate and P95 charts (inline SVG, no
 //! JavaScript), approvals, rollbacks, and the audit trail with its chain
-//! check. Browsers authenticate once through a form (`POST`) that sets an
-//! HttpOnly, SameSite=Strict cookie; API clients may send the bearer token.
+//! check. Browsers sign in once through a form (`POST`) that sets a signed
+//! session cookie (see [`crate::core::session`]: HMAC, 12 h expiry, ended by
+//! sign-out or by changing the operator token; HttpOnly, SameSite=Strict,
+//! Secure over https); API clients may send the bearer token.
 
 use std::fmt::Write;
 
@@ -14,15 +16,18 @@ use crate::core::audit::{verify_chain, GENESIS_HASH};
 use crate::core::clock::Timestamp;
 use crate::core::detect::window::{minute_of, Window};
 use crate::core::html::escape;
+use crate::core::session::{self, Session};
 use crate::runtime::app::App;
 use crate::store::{DocFilter, Store, StoreResult};
 use crate::web::error::ApiError;
 use crate::web::respond::{html_page, html_response};
 use crate::web::respond::{Request, Response};
 
-const COOKIE: &str = "rg_operator";
+const COOKIE: &str = "rg_session";
+/// Document kind of signed-out sessions (id = session id).
+const REVOKED_KIND: &str = "session_revoked";
 
-fn cookie_token(req: &Request) -> Option<String> {
+fn cookie_value(req: &Request) -> Option<String> {
     let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
     cookies
         .split(';')
@@ -39,6 +44,46 @@ fn bearer(req: &Request) -> Option<String> {
         .map(String::from)
 }
 
+/// The request came over https (Vercel's proxy says so in `x-forwarded-proto`).
+fn over_https(config: &crate::runtime::config::Config, req: &Request) -> bool {
+    req.headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .map(|p| p.eq_ignore_ascii_case("https"))
+        .unwrap_or_else(|| {
+            config
+                .public_base_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https")
+        })
+}
+
+/// The valid, not signed-out session of this request, if any.
+async fn session(
+    app: &App,
+    config: &crate::runtime::config::Config,
+    secret: &crate::core::secret::Secret,
+    req: &Request,
+) -> Result<Option<Session>, ApiError> {
+    let Some(value) = cookie_value(req) else {
+        return Ok(None);
+    };
+    let keys = session::keys(&config.signing_keys, secret);
+    let Ok(s) = session::verify(
+        &keys,
+        &value,
+        &session::fingerprint(secret),
+        app.clock().now(),
+    ) else {
+        return Ok(None);
+    };
+    let store = app.store().await?;
+    if store.get_doc(REVOKED_KIND, &s.sid).await?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(s))
+}
+
 /// `GET`: the dashboard, or the sign-in form.
 pub async fn get(app: &App, req: &Request) -> Result<Response, ApiError> {
     let config = app.config()?;
@@ -49,8 +94,8 @@ pub async fn get(app: &App, req: &Request) -> Result<Response, ApiError> {
             "<h1>Dashboard disabled</h1><p>Set OPERATOR_TOKEN to enable it.</p>",
         ));
     };
-    let presented = bearer(req).or_else(|| cookie_token(req));
-    if !presented.is_some_and(|t| secret.matches(t.as_bytes())) {
+    let by_bearer = bearer(req).is_some_and(|t| secret.matches(t.as_bytes()));
+    if !by_bearer && session(app, config, secret, req).await?.is_none() {
         return Ok(sign_in(StatusCode::UNAUTHORIZED, ""));
     }
     let store = app.store().await?;
@@ -58,43 +103,86 @@ pub async fn get(app: &App, req: &Request) -> Result<Response, ApiError> {
     Ok(html_page(StatusCode::OK, "rollback-guard", &html, 72))
 }
 
-/// `POST`: checks the token from the form and sets the session cookie.
+/// `POST`: signs in (the operator token from the form starts a signed
+/// session) or signs out (`action=sign_out` revokes the session).
 pub async fn post(app: &App, req: &Request) -> Result<Response, ApiError> {
     let config = app.config()?;
-    let token = url::form_urlencoded::parse(req.body())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    match &config.operator_token {
-        Some(secret) if secret.matches(token.trim().as_bytes()) => {
-            let secure = config
-                .public_base_url
-                .as_ref()
-                .is_some_and(|u| u.scheme() == "https");
-            let cookie = format!(
-                "{COOKIE}={}; Path=/api/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200{}",
-                token.trim(),
-                if secure { "; Secure" } else { "" }
-            );
-            let mut res = http::Response::new(Bytes::new());
-            *res.status_mut() = StatusCode::SEE_OTHER;
-            res.headers_mut()
-                .insert(header::LOCATION, HeaderValue::from_static("/api/dashboard"));
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res.headers_mut().insert(
-                header::SET_COOKIE,
-                HeaderValue::from_str(&cookie).map_err(|_| {
-                    ApiError::bad_request("invalid_token", "token has invalid characters")
-                })?,
-            );
-            Ok(res)
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(req.body())
+        .into_owned()
+        .collect();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let Some(secret) = &config.operator_token else {
+        return Ok(sign_in(
+            StatusCode::UNAUTHORIZED,
+            "OPERATOR_TOKEN is not set.",
+        ));
+    };
+    let secure = if over_https(config, req) {
+        "; Secure"
+    } else {
+        ""
+    };
+    if field("action") == "sign_out" {
+        if let Some(s) = session(app, config, secret, req).await? {
+            let now = app.clock().now();
+            let store = app.store().await?;
+            store
+                .put_doc(
+                    &crate::store::Doc {
+                        kind: REVOKED_KIND.into(),
+                        id: s.sid.clone(),
+                        version: 0,
+                        scope: "dashboard".into(),
+                        status: "revoked".into(),
+                        updated_at: now,
+                        body: serde_json::json!({"exp": s.exp}),
+                    },
+                    None,
+                )
+                .await?;
         }
-        _ => Ok(sign_in(
+        return redirect(&format!(
+            "{COOKIE}=; Path=/api/dashboard; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+        ));
+    }
+    if !secret.matches(field("token").trim().as_bytes()) {
+        return Ok(sign_in(
             StatusCode::UNAUTHORIZED,
             "That token is not valid.",
-        )),
+        ));
     }
+    let keys = session::keys(&config.signing_keys, secret);
+    let value = session::mint(
+        &keys[0],
+        rand::random(),
+        &session::fingerprint(secret),
+        app.clock().now(),
+    );
+    redirect(&format!(
+        "{COOKIE}={value}; Path=/api/dashboard; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        session::SESSION_SECS
+    ))
+}
+
+/// 303 to the dashboard, setting `cookie`.
+fn redirect(cookie: &str) -> Result<Response, ApiError> {
+    let mut res = http::Response::new(Bytes::new());
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static("/api/dashboard"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(cookie).map_err(|_| {
+            ApiError::bad_request("invalid_cookie", "the session cookie could not be set")
+        })?,
+    );
+    Ok(res)
 }
 
 fn sign_in(status: StatusCode, error: &str) -> Response {
@@ -116,7 +204,11 @@ fn when(ms: Option<i64>) -> String {
 }
 
 async fn render(store: &dyn Store, now: Timestamp) -> StoreResult<String> {
-    let mut h = String::from("<h1>rollback-guard</h1>");
+    let mut h = String::from(
+        "<form method=\"post\" action=\"/api/dashboard\" style=\"float:right;margin:0\">\
+         <input type=\"hidden\" name=\"action\" value=\"sign_out\"><button class=\"reject\">Sign out</button></form>\
+         <h1>rollback-guard</h1>",
+    );
     // Incidents.
     let incidents = store
         .list_docs(

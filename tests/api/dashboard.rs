@@ -127,3 +127,114 @@ async fn the_dashboard_renders_in_a_real_browser() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("dashboard.png"), &png).unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_session_is_signed_expires_is_secure_over_https_and_signs_out() {
+    use rollback_guard::core::clock::ManualClock;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let clock = Arc::new(ManualClock::new(rollback_guard::core::clock::Clock::now(
+        &rollback_guard::integrations::clock::SystemClock,
+    )));
+    let app = TestApp::spawn_with_clock(
+        Backend::Sqlite,
+        &[
+            ("OPERATOR_TOKEN", OPERATOR),
+            ("APPROVAL_SIGNING_KEYS", super::approval::KEYS),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |proto: &'static str| {
+        client
+            .post(app.url("/api/dashboard"))
+            .header("x-forwarded-proto", proto)
+            .form(&[("token", OPERATOR)])
+            .send()
+    };
+    let res = sign_in("https").await.unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    for want in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Max-Age=43200",
+        "Path=/api/dashboard",
+    ] {
+        assert!(cookie.contains(want), "{want} missing: {cookie}");
+    }
+    // The cookie carries a signed session, never the operator token.
+    assert!(!cookie.contains(OPERATOR), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    assert!(session.starts_with("rg_session=s1."), "{session}");
+    // Over plain http (local) the cookie is not marked Secure.
+    let plain = sign_in("http").await.unwrap();
+    assert!(!plain.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+
+    let get = |cookie: String| {
+        client
+            .get(app.url("/api/dashboard"))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_eq!(get(session.clone()).await.unwrap().status(), 200);
+    // The raw token as a cookie, or a tampered session, is not a session.
+    assert_eq!(
+        get(format!("rg_operator={OPERATOR}"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get(format!("rg_session={OPERATOR}"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let mut tampered = session.clone();
+    tampered.pop();
+    tampered.push(if session.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(get(tampered).await.unwrap().status(), 401);
+
+    // Sign-out clears the cookie and revokes the session on the server.
+    let out = client
+        .post(app.url("/api/dashboard"))
+        .header("cookie", session.clone())
+        .form(&[("action", "sign_out")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(
+        get(session).await.unwrap().status(),
+        401,
+        "a signed-out session still works"
+    );
+
+    // Sessions expire after 12 hours.
+    let res = sign_in("https").await.unwrap();
+    let fresh = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(fresh.clone()).await.unwrap().status(), 200);
+    clock.advance(Duration::from_secs(12 * 3600 + 1));
+    assert_eq!(get(fresh).await.unwrap().status(), 401);
+}

@@ -1,0 +1,166 @@
+//! Dashboard sessions (pure): `s1.<kid>.<payload>.<mac>`, HMAC-SHA256 over
+//! `session:s1.<kid>.<payload>` with the approval signing keys (the first
+//! signs, all verify, so keys rotate as approval links do; the `session:`
+//! prefix keeps a session from ever verifying as an approval link). The
+//! payload holds a random session id (for sign-out), the expiry, and a
+//! fingerprint of the operator token, so changing the token ends every
+//! session. Time and randomness are passed in.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::core::approval::token::SigningKey;
+use crate::core::clock::Timestamp;
+use crate::core::secret::Secret;
+
+/// How long a session lasts.
+pub const SESSION_SECS: i64 = 12 * 3600;
+
+/// What a session says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Random id, revoked on sign-out.
+    pub sid: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Fingerprint of the operator token it was issued for.
+    pub op: String,
+}
+
+/// Why a session value is not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("not a session")]
+    Malformed,
+    #[error("the session's signature is invalid")]
+    BadSignature,
+    #[error("the session has expired")]
+    Expired,
+    #[error("the operator token changed since this session began")]
+    TokenChanged,
+}
+
+/// The first 16 hex characters of SHA-256 of the operator token.
+pub fn fingerprint(operator_token: &Secret) -> String {
+    hex::encode(&Sha256::digest(operator_token.expose().as_bytes())[..8])
+}
+
+/// The keys sessions are signed with: the approval signing keys, or, when
+/// none are configured, one derived from the operator token.
+pub fn keys(signing_keys: &[SigningKey], operator_token: &Secret) -> Vec<SigningKey> {
+    if !signing_keys.is_empty() {
+        return signing_keys.to_vec();
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(operator_token.expose().as_bytes())
+        .expect("HMAC accepts any key length");
+    mac.update(b"rollback-guard dashboard session key");
+    vec![SigningKey {
+        kid: "op".into(),
+        key: Secret::new(hex::encode(mac.finalize().into_bytes())),
+    }]
+}
+
+fn mac(key: &SigningKey, signed: &str) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key.key.expose().as_bytes())
+        .expect("HMAC accepts any key length");
+    m.update(b"session:");
+    m.update(signed.as_bytes());
+    m
+}
+
+/// A new session value.
+pub fn mint(key: &SigningKey, sid: [u8; 16], op: &str, now: Timestamp) -> String {
+    let s = Session {
+        sid: hex::encode(sid),
+        exp: now.as_millis() / 1000 + SESSION_SECS,
+        op: op.to_string(),
+    };
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&s).expect("session serializes"));
+    let signed = format!("s1.{}.{payload}", key.kid);
+    let tag = URL_SAFE_NO_PAD.encode(mac(key, &signed).finalize().into_bytes());
+    format!("{signed}.{tag}")
+}
+
+/// Checks a session value: signature (constant time), expiry, token.
+pub fn verify(
+    keys: &[SigningKey],
+    value: &str,
+    op: &str,
+    now: Timestamp,
+) -> Result<Session, SessionError> {
+    let mut parts = value.split('.');
+    let (Some("s1"), Some(kid), Some(payload), Some(tag), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(SessionError::Malformed);
+    };
+    let key = keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or(SessionError::BadSignature)?;
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| SessionError::Malformed)?;
+    mac(key, &format!("s1.{kid}.{payload}"))
+        .verify_slice(&tag)
+        .map_err(|_| SessionError::BadSignature)?;
+    let s: Session = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(SessionError::Malformed)?;
+    if now.as_millis() / 1000 >= s.exp {
+        return Err(SessionError::Expired);
+    }
+    if s.op != op {
+        return Err(SessionError::TokenChanged);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kid: &str, k: &str) -> SigningKey {
+        SigningKey {
+            kid: kid.into(),
+            key: Secret::new(k),
+        }
+    }
+
+    #[test]
+    fn sessions_verify_rotate_expire_and_end_with_the_token() {
+        let now = Timestamp::from_millis(1_795_600_800_000);
+        let old = key("k1", "k1-secret-0123456789-0123456789-abc");
+        let new = key("k2", "k2-secret-0123456789-0123456789-abc");
+        let v = mint(&old, [7; 16], "fp1", now);
+        // Rotation: the old key still verifies while it is listed.
+        let s = verify(&[new.clone(), old.clone()], &v, "fp1", now).unwrap();
+        assert_eq!(s.sid, hex::encode([7u8; 16]));
+        assert_eq!(
+            verify(&[new], &v, "fp1", now),
+            Err(SessionError::BadSignature)
+        );
+        let later = now.plus(std::time::Duration::from_secs(SESSION_SECS as u64));
+        assert_eq!(
+            verify(&[old.clone()], &v, "fp1", later),
+            Err(SessionError::Expired)
+        );
+        assert_eq!(
+            verify(&[old.clone()], &v, "fp2", now),
+            Err(SessionError::TokenChanged)
+        );
+        assert_eq!(
+            verify(&[old], "v1.k1.x.y", "fp1", now),
+            Err(SessionError::Malformed)
+        );
+    }
+}
