@@ -151,11 +151,11 @@ mod tests {
         );
         let later = now.plus(std::time::Duration::from_secs(SESSION_SECS as u64));
         assert_eq!(
-            verify(&[old.clone()], &v, "fp1", later),
+            verify(std::slice::from_ref(&old), &v, "fp1", later),
             Err(SessionError::Expired)
         );
         assert_eq!(
-            verify(&[old.clone()], &v, "fp2", now),
+            verify(std::slice::from_ref(&old), &v, "fp2", now),
             Err(SessionError::TokenChanged)
         );
         assert_eq!(
