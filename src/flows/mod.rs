@@ -3,6 +3,7 @@
 //! jobs and notifications. Flows use `core`, `store` and `integrations`.
 
 pub mod approval;
+pub mod audit_check;
 pub mod backup;
 pub mod config_snapshot;
 pub mod decide;

@@ -190,6 +190,13 @@ pub trait Store: Send + Sync {
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditRecord>;
 
     /// Up to `limit` records with `seq > after`, oldest first.
+    /// The last `n` audit records, in order (the dashboard's tail).
+    async fn audit_tail(&self, n: usize) -> StoreResult<Vec<AuditRecord>>;
+
+    /// The newest `limit` audit records about any of `subjects`, in order
+    /// (indexed by subject: an incident's trail without reading the log).
+    async fn audit_of(&self, subjects: &[String], limit: usize) -> StoreResult<Vec<AuditRecord>>;
+
     async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
 
     /// Inserts or replaces a deployment (keyed by id).
@@ -229,19 +236,6 @@ pub async fn audit(
         detail,
     };
     store.append_audit(entry).await.map(|_| ())
-}
-
-/// Every audit record, oldest first, read page by page.
-pub async fn audit_all(store: &dyn Store) -> StoreResult<Vec<AuditRecord>> {
-    let mut all: Vec<AuditRecord> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |r| r.seq);
-        let page = store.audit_after(after, 1000).await?;
-        if page.is_empty() {
-            return Ok(all);
-        }
-        all.extend(page);
-    }
 }
 
 /// Writes the document `build` derives from the current one (if any),

@@ -78,6 +78,7 @@ CREATE TABLE {s}.rollups (
     PRIMARY KEY (environment, deployment, minute, name)
 );
 "#,
+    "CREATE INDEX audit_log_subject ON {s}.audit_log (subject, seq DESC);",
 ];
 
 /// Parameter `$n` (milliseconds) as a timestamptz inside SQL.
@@ -568,6 +569,38 @@ impl Store for PostgresStore {
         .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
         Ok(rec)
+    }
+
+    async fn audit_tail(&self, n: usize) -> StoreResult<Vec<AuditRecord>> {
+        let sql = self.sql(&format!(
+            "SELECT * FROM (SELECT seq, {} AS at_ms, actor, action, subject, detail, prev_hash, hash
+             FROM {{s}}.audit_log ORDER BY seq DESC LIMIT $1) t ORDER BY seq",
+            ms("at")
+        ));
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&n])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_of(&self, subjects: &[String], limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let sql = self.sql(&format!(
+            "SELECT * FROM (SELECT seq, {} AS at_ms, actor, action, subject, detail, prev_hash, hash
+             FROM {{s}}.audit_log WHERE subject = ANY($1) ORDER BY seq DESC LIMIT $2) t ORDER BY seq",
+            ms("at")
+        ));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&subjects, &limit])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(audit_from_row).collect()
     }
 
     async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {

@@ -18,7 +18,8 @@ use super::{
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
 
-const SCHEMA_VERSION: u32 = 1;
+/// 2: audit records are indexed by subject (`audit:subj:<subject>` lists of seqs).
+const SCHEMA_VERSION: u32 = 2;
 
 /// Takes `KEYS[1]` for `ARGV[1]` (holder) if free, expired at `ARGV[2]`
 /// (now), or already held by the same holder. The value is `expiry|holder`.
@@ -53,11 +54,13 @@ return 1
 ";
 
 /// Appends `ARGV[3]` to the log if the head is still at `ARGV[1]`; sets the new head hash `ARGV[2]`.
+/// `KEYS[3]` is the subject's index: the record's seq is pushed there too.
 const APPEND_AUDIT: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if cur ~= tonumber(ARGV[1]) then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'seq', cur + 1, 'hash', ARGV[2])
+redis.call('RPUSH', KEYS[3], cur + 1)
 return 1
 ";
 
@@ -206,6 +209,22 @@ struct AuditJson {
     hash: String,
 }
 
+fn decode_audit(raw: &str) -> StoreResult<AuditRecord> {
+    let j: AuditJson = serde_json::from_str(raw).map_err(|e| corrupt("audit record", e))?;
+    Ok(AuditRecord {
+        seq: j.seq,
+        entry: AuditEntry {
+            at: Timestamp::from_millis(j.at),
+            actor: j.actor,
+            action: j.action,
+            subject: j.subject,
+            detail: serde_json::from_str(&j.detail).map_err(|e| corrupt("audit detail", e))?,
+        },
+        prev_hash: j.prev_hash,
+        hash: j.hash,
+    })
+}
+
 fn redis_err(e: redis::RedisError) -> StoreError {
     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
         StoreError::Unavailable(e.to_string())
@@ -332,7 +351,32 @@ impl Store for RedisStore {
             Some(v) if v > SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
                 "schema version {v} is newer than this build ({SCHEMA_VERSION})"
             ))),
+            Some(v) if v >= SCHEMA_VERSION => Ok(SCHEMA_VERSION),
             _ => {
+                // Index the records appended before subjects were indexed
+                // (every later append indexes its own record).
+                let indexed_key = self.key(&["audit", "indexed_upto"]);
+                let head: Option<i64> = conn
+                    .hget(self.key(&["audit", "head"]), "seq")
+                    .await
+                    .map_err(redis_err)?;
+                let from: Option<i64> = conn.get(&indexed_key).await.map_err(redis_err)?;
+                let mut from = from.unwrap_or(0);
+                let head = head.unwrap_or(0);
+                while from < head {
+                    let batch = self.audit_after(from, 500).await?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let mut pipe = redis::pipe();
+                    for r in &batch {
+                        pipe.rpush(self.key(&["audit", "subj", &r.entry.subject]), r.seq)
+                            .ignore();
+                    }
+                    from = batch.last().map_or(head, |r| r.seq);
+                    pipe.set(&indexed_key, from).ignore();
+                    let _: () = pipe.query_async(&mut conn).await.map_err(redis_err)?;
+                }
                 let _: () = conn.set(&key, SCHEMA_VERSION).await.map_err(redis_err)?;
                 Ok(SCHEMA_VERSION)
             }
@@ -595,6 +639,7 @@ impl Store for RedisStore {
             let ok: i64 = script
                 .key(&head_key)
                 .key(&log_key)
+                .key(self.key(&["audit", "subj", &rec.entry.subject]))
                 .arg(seq)
                 .arg(&rec.hash)
                 .arg(json)
@@ -624,24 +669,45 @@ impl Store for RedisStore {
             .lrange(self.key(&["audit", "log"]), start, stop)
             .await
             .map_err(redis_err)?;
-        raw.iter()
-            .map(|r| {
-                let j: AuditJson =
-                    serde_json::from_str(r).map_err(|e| corrupt("audit record", e))?;
-                Ok(AuditRecord {
-                    seq: j.seq,
-                    entry: AuditEntry {
-                        at: Timestamp::from_millis(j.at),
-                        actor: j.actor,
-                        action: j.action,
-                        subject: j.subject,
-                        detail: serde_json::from_str(&j.detail)
-                            .map_err(|e| corrupt("audit detail", e))?,
-                    },
-                    prev_hash: j.prev_hash,
-                    hash: j.hash,
-                })
-            })
+        raw.iter().map(|r| decode_audit(r)).collect()
+    }
+
+    async fn audit_tail(&self, n: usize) -> StoreResult<Vec<AuditRecord>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = conn
+            .lrange(self.key(&["audit", "log"]), -(n as isize), -1)
+            .await
+            .map_err(redis_err)?;
+        raw.iter().map(|r| decode_audit(r)).collect()
+    }
+
+    async fn audit_of(&self, subjects: &[String], limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut seqs: Vec<i64> = Vec::new();
+        for s in subjects {
+            let mine: Vec<i64> = conn
+                .lrange(self.key(&["audit", "subj", s]), -(limit as isize), -1)
+                .await
+                .map_err(redis_err)?;
+            seqs.extend(mine);
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        let keep = seqs.split_off(seqs.len().saturating_sub(limit));
+        let mut pipe = redis::pipe();
+        for seq in &keep {
+            pipe.lindex(self.key(&["audit", "log"]), (seq - 1) as isize);
+        }
+        let raw: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(redis_err)?;
+        raw.into_iter()
+            .flatten()
+            .map(|r| decode_audit(&r))
             .collect()
     }
 

@@ -43,6 +43,7 @@ CREATE TABLE rollups (
     value REAL NOT NULL, PRIMARY KEY (environment, deployment, minute, name)
 );
 "#,
+    "CREATE INDEX audit_log_subject ON audit_log (subject, seq DESC);",
 ];
 
 /// SQLite-backed [`Store`].
@@ -65,6 +66,48 @@ fn add_in(tx: &rusqlite::Transaction<'_>, a: &RollupAdd) -> StoreResult<()> {
             .map_err(sql_err)?;
     }
     Ok(())
+}
+
+/// Runs an audit query whose columns are seq, at, actor, action, subject,
+/// detail, prev_hash, hash.
+fn audit_query(
+    c: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<AuditRecord>> {
+    let mut stmt = c.prepare_cached(sql).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })
+        .map_err(sql_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, at, actor, action, subject, detail, prev_hash, hash) = row.map_err(sql_err)?;
+        out.push(AuditRecord {
+            seq,
+            entry: AuditEntry {
+                at: Timestamp::from_millis(at),
+                actor,
+                action,
+                subject,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+            },
+            prev_hash,
+            hash,
+        });
+    }
+    Ok(out)
 }
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -481,45 +524,41 @@ impl Store for SqliteStore {
     async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT seq, at, actor, action, subject, detail, prev_hash, hash
-                     FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params![after, limit], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, String>(7)?,
-                    ))
-                })
-                .map_err(sql_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, at, actor, action, subject, detail, prev_hash, hash) =
-                    row.map_err(sql_err)?;
-                out.push(AuditRecord {
-                    seq,
-                    entry: AuditEntry {
-                        at: Timestamp::from_millis(at),
-                        actor,
-                        action,
-                        subject,
-                        detail: serde_json::from_str(&detail)
-                            .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
-                    },
-                    prev_hash,
-                    hash,
-                });
-            }
-            Ok(out)
+            audit_query(
+                c,
+                "SELECT seq, at, actor, action, subject, detail, prev_hash, hash
+                 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![after, limit],
+            )
+        })
+        .await
+    }
+
+    async fn audit_tail(&self, n: usize) -> StoreResult<Vec<AuditRecord>> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            audit_query(
+                c,
+                "SELECT * FROM (SELECT seq, at, actor, action, subject, detail, prev_hash, hash
+                 FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+                params![n],
+            )
+        })
+        .await
+    }
+
+    async fn audit_of(&self, subjects: &[String], limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let subjects = serde_json::to_string(subjects)
+            .map_err(|e| StoreError::Corrupt(format!("audit subjects: {e}")))?;
+        self.with(move |c| {
+            audit_query(
+                c,
+                "SELECT * FROM (SELECT seq, at, actor, action, subject, detail, prev_hash, hash
+                 FROM audit_log WHERE subject IN (SELECT value FROM json_each(?1))
+                 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
+                params![subjects, limit],
+            )
         })
         .await
     }

@@ -196,6 +196,17 @@ impl Store for TimedStore {
         )
         .await
     }
+    async fn audit_tail(&self, n: usize) -> StoreResult<Vec<AuditRecord>> {
+        bounded(self.limit, "an audit read", self.inner.audit_tail(n)).await
+    }
+    async fn audit_of(&self, subjects: &[String], limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        bounded(
+            self.limit,
+            "an audit read",
+            self.inner.audit_of(subjects, limit),
+        )
+        .await
+    }
     async fn upsert_deployment(&self, d: &Deployment) -> StoreResult<()> {
         bounded(
             self.limit,

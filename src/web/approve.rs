@@ -44,6 +44,10 @@ fn refusal(e: &ApproveError) -> (StatusCode, &'static str) {
     }
 }
 
+/// Where refusals of unidentified callers are counted (rollup counters).
+pub const REFUSALS_ENV: &str = "_refusals";
+pub const REFUSALS_OF: &str = "approve";
+
 async fn refuse(
     app: &App,
     req_json: bool,
@@ -56,15 +60,30 @@ async fn refuse(
     }
     let (status, code) = refusal(&e);
     if let Ok(store) = app.store().await {
-        let _ = store
-            .append_audit(AuditEntry {
-                at: now,
-                actor: "approval_link".into(),
-                action: "approval_refused".into(),
-                subject: code.into(),
-                detail: json!({"reason": e.to_string(), "client": client}),
-            })
-            .await;
+        if matches!(e, ApproveError::Token(_)) {
+            // Nobody identified: a forged, expired or garbled link. Counted
+            // per minute and reason (the dashboard shows them), not audited,
+            // so junk requests cannot flood the audit log.
+            let _ = store
+                .add_rollup(
+                    REFUSALS_ENV,
+                    REFUSALS_OF,
+                    crate::core::detect::window::minute_of(now.as_millis()),
+                    &[(code.to_string(), 1.0)],
+                )
+                .await;
+        } else {
+            // A genuine link (its signature verified) refused: audited.
+            let _ = store
+                .append_audit(AuditEntry {
+                    at: now,
+                    actor: "approval_link".into(),
+                    action: "approval_refused".into(),
+                    subject: code.into(),
+                    detail: json!({"reason": e.to_string(), "client": client}),
+                })
+                .await;
+        }
     }
     tracing::warn!(code, reason = %e, "approval link refused");
     if req_json {

@@ -110,7 +110,8 @@ pub async fn evaluate(app: &App, req: &crate::web::Request) -> Result<Response, 
                     .unwrap_or(Value::Null);
             }
             let housekeeping = crate::flows::decide::housekeeping(&ctx).await?;
-            Ok(json!({"environments": environments, "housekeeping": housekeeping}))
+            let audit = crate::flows::audit_check::advance(store.as_ref(), now).await?;
+            Ok(json!({"environments": environments, "housekeeping": housekeeping, "audit_chain": audit}))
         },
     )
     .await

@@ -43,10 +43,11 @@ pub async fn detail(store: &dyn Store, id: &str) -> StoreResult<Option<Value>> {
     let execution = store.get_doc(EXECUTION_KIND, &execution_id(id)).await?;
     let mut subjects = vec![id.to_string(), format!("apr_{id}"), execution_id(id)];
     subjects.extend(inc.body["deployment_id"].as_str().map(String::from));
-    let trail: Vec<Value> = crate::store::audit_all(store)
+    // Indexed by subject: only this incident's records are read.
+    let trail: Vec<Value> = store
+        .audit_of(&subjects, 500)
         .await?
         .into_iter()
-        .filter(|r| subjects.contains(&r.entry.subject))
         .map(|r| json!({"seq": r.seq, "at": r.entry.at.to_rfc3339(), "actor": r.entry.actor, "action": r.entry.action, "subject": r.entry.subject, "detail": r.entry.detail}))
         .collect();
     let mut out = incident_json(&inc);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollback_guard::core::clock::{Clock, ManualClock, Timestamp};
+use rollback_guard::core::detect::window::minute_of;
 use rollback_guard::integrations::clock::SystemClock;
 use rollback_guard::store::Store;
 
@@ -287,7 +288,6 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
         "approval_requested",
         "notification_failed",
         "notification_sent",
-        "approval_refused",
         "approval_approve",
         "rollback_planned",
         "vercel_rollback_requested",
@@ -297,6 +297,22 @@ async fn production_rolls_back_only_after_an_approver_confirms_on_the_page() {
     ] {
         assert!(actions.contains(&want), "missing {want} in {actions:?}");
     }
+    // The forged link was counted, not audited: it identifies nobody. The
+    // replayed link and Bob's late approval are genuine links: audited.
+    let refused: Vec<&str> = audit
+        .iter()
+        .filter(|r| r.entry.action == "approval_refused")
+        .map(|r| r.entry.subject.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        ["already_decided", "already_decided"],
+        "{actions:?}"
+    );
+    assert_eq!(
+        refused_counts(s.as_ref(), now_ms()).await,
+        vec![("invalid_link".to_string(), 1.0)]
+    );
     let approved = audit
         .iter()
         .find(|r| r.entry.action == "approval_approve")
@@ -398,7 +414,28 @@ async fn expired_unknown_and_foreign_links_are_refused_with_clear_pages() {
         .into_iter()
         .filter(|r| r.entry.action == "approval_refused")
         .count();
-    assert_eq!(refusals, 4);
+    // Genuine links (their signature verified) are audited: not an approver,
+    // another target, an unknown request. The expired one identifies nobody
+    // it can still vouch for: it is counted, not audited.
+    assert_eq!(refusals, 3);
+    assert_eq!(
+        refused_counts(s.as_ref(), clock.now().as_millis()).await,
+        vec![("link_expired".to_string(), 1.0)]
+    );
+}
+
+/// Refusals of unidentified callers counted in the last hour, by reason.
+async fn refused_counts(store: &dyn Store, now_ms: i64) -> Vec<(String, f64)> {
+    let m = minute_of(now_ms);
+    let mut rows: Vec<(String, f64)> = store
+        .rollups("_refusals", "approve", m - 60, m + 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.value))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
 }
 
 #[tokio::test]

@@ -26,10 +26,23 @@ use super::helpers::{config, Backend, TestApp, TestStore};
 use super::seed::{traffic, CRON};
 
 /// Delegates to `inner`, failing the `fail_at`-th write (counting from 1; 0 never).
-struct FaultyStore {
-    inner: Arc<dyn Store>,
-    writes: AtomicUsize,
-    fail_at: usize,
+pub struct FaultyStore {
+    pub inner: Arc<dyn Store>,
+    pub writes: AtomicUsize,
+    pub fail_at: usize,
+    /// Audit records returned by reads (to check request paths stay bounded).
+    pub audit_read: AtomicUsize,
+}
+
+impl FaultyStore {
+    pub fn over(inner: Arc<dyn Store>, fail_at: usize) -> Self {
+        Self {
+            inner,
+            writes: AtomicUsize::new(0),
+            fail_at,
+            audit_read: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl FaultyStore {
@@ -137,7 +150,19 @@ impl Store for FaultyStore {
         self.inner.append_audit(entry).await
     }
     async fn audit_after(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        self.inner.audit_after(after, limit).await
+        let r = self.inner.audit_after(after, limit).await?;
+        self.audit_read.fetch_add(r.len(), Ordering::SeqCst);
+        Ok(r)
+    }
+    async fn audit_tail(&self, n: usize) -> StoreResult<Vec<AuditRecord>> {
+        let r = self.inner.audit_tail(n).await?;
+        self.audit_read.fetch_add(r.len(), Ordering::SeqCst);
+        Ok(r)
+    }
+    async fn audit_of(&self, subjects: &[String], limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let r = self.inner.audit_of(subjects, limit).await?;
+        self.audit_read.fetch_add(r.len(), Ordering::SeqCst);
+        Ok(r)
     }
     async fn upsert_deployment(&self, d: &Deployment) -> StoreResult<()> {
         self.write()?;
@@ -264,11 +289,7 @@ async fn run(backend: Backend, mode: Mode, fail_at: usize) -> usize {
     cfg.store = ts.config.clone();
 
     // The faulty phase, through HTTP: the evaluate cron, then the approver.
-    let faulty = Arc::new(FaultyStore {
-        inner: Arc::clone(&healthy),
-        writes: AtomicUsize::new(0),
-        fail_at,
-    });
+    let faulty = Arc::new(FaultyStore::over(Arc::clone(&healthy), fail_at));
     let app = TestApp::serve(App::with_store(
         cfg.clone(),
         Arc::clone(&faulty) as Arc<dyn Store>,
@@ -393,11 +414,7 @@ async fn a_delivery_that_fails_part_way_is_counted_exactly_once_after_the_retry(
             let ts = TestStore::new(backend).await;
             let mut cfg = config(&[("VERCEL_LOG_DRAIN_SECRET", "vercel-drain-secret-1")]);
             cfg.store = ts.config.clone();
-            let faulty = Arc::new(FaultyStore {
-                inner: Arc::clone(&ts.store),
-                writes: AtomicUsize::new(0),
-                fail_at,
-            });
+            let faulty = Arc::new(FaultyStore::over(Arc::clone(&ts.store), fail_at));
             let app = TestApp::serve(App::with_store(
                 cfg.clone(),
                 Arc::clone(&faulty) as Arc<dyn Store>,

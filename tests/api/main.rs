@@ -6,6 +6,7 @@
 
 mod alertmanager;
 mod approval;
+mod audit_flood;
 mod backups;
 mod browser;
 mod cli;

@@ -508,6 +508,47 @@ mod cases {
             .is_empty());
     }
 
+    pub async fn audit_tails_and_subject_trails_read_only_what_they_return(t: &TestStore) {
+        let s = &t.store;
+        assert!(s.audit_tail(5).await.unwrap().is_empty());
+        for i in 0..30 {
+            let subject = if i % 3 == 0 {
+                "inc_a"
+            } else if i % 3 == 1 {
+                "apr_inc_a"
+            } else {
+                "other"
+            };
+            let mut e = entry("noted", json!({"i": i}));
+            e.subject = subject.into();
+            s.append_audit(e).await.unwrap();
+        }
+        let tail = s.audit_tail(4).await.unwrap();
+        assert_eq!(
+            tail.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [27, 28, 29, 30]
+        );
+        // The tail's own links verify from its first record's predecessor.
+        rollback_guard::core::audit::verify_chain((tail[0].seq - 1, &tail[0].prev_hash), &tail)
+            .unwrap();
+        let trail = s
+            .audit_of(&["inc_a".to_string(), "apr_inc_a".to_string()], 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            trail.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [23, 25, 26, 28, 29]
+        );
+        assert!(trail.iter().all(|r| r.entry.subject != "other"));
+        let all = s.audit_of(&["other".to_string()], 100).await.unwrap();
+        assert_eq!(all.len(), 10);
+        assert!(s
+            .audit_of(&["nobody".to_string()], 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     pub async fn rollups_of_one_delivery_are_added_once_and_together(t: &TestStore) {
         use rollback_guard::store::RollupAdd;
         let s = &t.store;
@@ -730,5 +771,6 @@ contract!(
     documents_list_by_scope_and_status_newest_first,
     rollups_add_counters_and_keep_maxima,
     rollups_of_one_delivery_are_added_once_and_together,
+    audit_tails_and_subject_trails_read_only_what_they_return,
     concurrent_rollup_increments_are_not_lost,
 );
