@@ -36,6 +36,9 @@ enum Command {
         /// Port to bind; 0 picks a free one.
         #[arg(long, env = "PORT", default_value_t = 3000)]
         port: u16,
+        /// Do not run the crons of ./vercel.json against this server.
+        #[arg(long)]
+        no_crons: bool,
     },
     /// Validate the environment and the policy file, then print a summary.
     CheckConfig {
@@ -140,7 +143,11 @@ struct Remote {
 async fn main() -> ExitCode {
     rollback_guard::runtime::telemetry::init();
     match Cli::parse().command {
-        Command::Serve { host, port } => serve(&host, port).await,
+        Command::Serve {
+            host,
+            port,
+            no_crons,
+        } => serve(&host, port, !no_crons).await,
         Command::CheckConfig { policy } => check_config(policy),
         Command::Migrate => migrate().await,
         Command::Status(r) => print(cli::status(&guard(&r)).await),
@@ -279,7 +286,7 @@ fn print(out: cli::Output) -> ExitCode {
     ExitCode::from(out.code)
 }
 
-async fn serve(host: &str, port: u16) -> ExitCode {
+async fn serve(host: &str, port: u16, crons: bool) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind((host, port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -296,6 +303,9 @@ async fn serve(host: &str, port: u16) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("rollback-guard listening on http://{addr}  (try: curl http://{addr}/api/health)");
+    if crons {
+        start_local_crons(&addr);
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -360,4 +370,38 @@ async fn migrate() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the crons of ./vercel.json against the local server, saying so.
+fn start_local_crons(addr: &str) {
+    let Ok(text) = std::fs::read_to_string("vercel.json") else {
+        println!("no ./vercel.json: no crons run (call /api/cron/* yourself)");
+        return;
+    };
+    let crons = match rollback_guard::runtime::local_crons::from_vercel_json(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: crons not run: {e}");
+            return;
+        }
+    };
+    let Some(secret) = std::env::var("CRON_SECRET").ok().filter(|s| !s.is_empty()) else {
+        println!(
+            "crons from vercel.json not run: set CRON_SECRET (the cron routes refuse without it)"
+        );
+        return;
+    };
+    let list: Vec<String> = crons
+        .iter()
+        .map(|c| format!("{} ({})", c.path, c.schedule))
+        .collect();
+    println!(
+        "running the crons of vercel.json (--no-crons to turn off): {}",
+        list.join(", ")
+    );
+    tokio::spawn(rollback_guard::runtime::local_crons::run(
+        format!("http://{addr}"),
+        crons,
+        secret,
+    ));
 }

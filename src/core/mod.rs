@@ -7,6 +7,7 @@ pub mod approval;
 pub mod audit;
 pub mod backup;
 pub mod clock;
+pub mod cron;
 pub mod detect;
 pub mod duration;
 pub mod html;

@@ -331,7 +331,7 @@ fn read_store(r: &mut Reader) -> StoreConfig {
             sqlite.clone()
         }
     };
-    match choice.as_deref() {
+    let chosen = match choice.as_deref() {
         Some("postgres") => postgres(r, pg_url),
         Some("redis") => redis(r, redis_url),
         Some("sqlite") => sqlite.clone(),
@@ -345,7 +345,18 @@ fn read_store(r: &mut Reader) -> StoreConfig {
         None if pg_url.is_some() => postgres(r, pg_url),
         None if redis_url.is_some() => redis(r, redis_url),
         None => sqlite.clone(),
+    };
+    // On Vercel (but not `vercel dev`) the embedded store cannot work.
+    let on_vercel = r.var("VERCEL").is_some() && r.var("VERCEL_DEV").is_none();
+    if on_vercel && matches!(chosen, StoreConfig::Sqlite { .. }) {
+        r.errors.push(ConfigError::new(
+            "DATABASE_URL",
+            "on Vercel, set DATABASE_URL (Postgres, e.g. Neon) or REDIS_URL (Upstash / Vercel KV): \
+             the function file system is read-only and every function runs in its own instance, \
+             so the embedded SQLite store cannot hold the guard's state there",
+        ));
     }
+    chosen
 }
 
 fn read_vercel(r: &mut Reader) -> Option<VercelConfig> {

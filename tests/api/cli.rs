@@ -245,3 +245,59 @@ fn migrations_check_refuses_downs_that_cannot_run_in_one_transaction() {
         out.text
     );
 }
+
+#[tokio::test]
+async fn serve_runs_the_crons_of_vercel_json_unless_told_not_to() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vercel.json"),
+        r#"{"crons": [{"path": "/api/cron/probe", "schedule": "* * * * *"}, {"path": "/api/cron/backups", "schedule": "0 0 1 1 *"}]}"#,
+    )
+    .unwrap();
+    for no_crons in [false, true] {
+        let mut args = vec!["serve", "--port", "0"];
+        if no_crons {
+            args.push("--no-crons");
+        }
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CRON_SECRET", "cron-secret-0123456789")
+            .env("ROLLBACK_GUARD_SQLITE_PATH", dir.path().join("guard.db"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let wait = std::time::Duration::from_secs(if no_crons { 3 } else { 10 });
+        let _ = tokio::time::timeout(wait, async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let done = l.starts_with("cron /api/cron/probe");
+                seen.push(l);
+                if done {
+                    break;
+                }
+            }
+        })
+        .await;
+        let text = seen.join("\n");
+        if no_crons {
+            assert!(!text.contains("cron /api/cron/probe"), "{text}");
+            assert!(!text.contains("running the crons"), "{text}");
+        } else {
+            assert!(
+                text.contains("running the crons of vercel.json (--no-crons to turn off): /api/cron/probe (* * * * *), /api/cron/backups (0 0 1 1 *)"),
+                "{text}"
+            );
+            // Due this minute: run at start, with the cron secret.
+            assert!(text.contains("cron /api/cron/probe -> 200"), "{text}");
+            assert!(!text.contains("cron /api/cron/backups"), "{text}");
+        }
+        let _ = child.kill().await;
+    }
+}

@@ -57,3 +57,44 @@ fn vercel_crons_target_cron_routes_and_functions_bundle_the_policy() {
         "rollback-guard.toml"
     );
 }
+
+#[test]
+fn the_declared_msrv_covers_every_dependency() {
+    // Every resolved crate's own rust-version must be at most ours, or
+    // `rust-version` promises a toolchain the lock file cannot build with.
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |v: &str| -> Vec<u32> {
+        let mut parts: Vec<u32> = v.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+        parts.resize(3, 0);
+        parts
+    };
+    let ours = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rollback-guard")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("rust-version is declared")
+        .to_string();
+    let newer: Vec<String> = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let v = p["rust_version"].as_str()?;
+            (version(v) > version(&ours))
+                .then(|| format!("{} {} needs {v}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(newer.is_empty(), "rust-version {ours} is below: {newer:?}");
+}

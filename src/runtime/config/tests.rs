@@ -153,3 +153,28 @@ fn a_missing_policy_file_is_an_error_when_named_explicitly() {
     .unwrap_err();
     assert_eq!(error_keys(&e), ["ROLLBACK_GUARD_POLICY"]);
 }
+
+#[test]
+fn on_vercel_an_external_store_is_required() {
+    // The function file system is read-only and every function runs in its
+    // own instance: an embedded SQLite file cannot hold shared state there.
+    for vars in [
+        vec![("VERCEL", "1")],
+        vec![("VERCEL", "1"), ("ROLLBACK_GUARD_STORE", "sqlite")],
+    ] {
+        let e = load(&vars).unwrap_err();
+        let problem =
+            e.0.iter()
+                .find(|e| e.key == "DATABASE_URL")
+                .expect("names DATABASE_URL");
+        assert!(problem.detail.contains("REDIS_URL"), "{}", problem.detail);
+        assert!(problem.detail.contains("read-only"), "{}", problem.detail);
+    }
+    assert!(load(&[
+        ("VERCEL", "1"),
+        ("REDIS_URL", "rediss://default:x@db.upstash.io:6379")
+    ])
+    .is_ok());
+    // Locally SQLite stays the default.
+    assert!(load(&[]).is_ok());
+}
