@@ -132,6 +132,19 @@ impl PostgresStore {
             .map_err(pg_err)
     }
 
+    /// Takes a once-claim ($1 scope, $2 key, $3 expires ms, $4 now ms):
+    /// returns a row only if the claim was free or expired.
+    fn claim_sql(&self) -> String {
+        self.sql(&format!(
+            "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at) VALUES ($1, $2, {})
+             ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             WHERE c.expires_at <= {}
+             RETURNING 1",
+            ts(3),
+            ts(4)
+        ))
+    }
+
     fn sql(&self, text: &str) -> String {
         text.replace("{s}", &format!("\"{}\"", self.schema))
     }
@@ -348,14 +361,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let sql = self.sql(&format!(
-            "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at) VALUES ($1, $2, {})
-             ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
-             WHERE c.expires_at <= {}
-             RETURNING 1",
-            ts(3),
-            ts(4)
-        ));
+        let sql = self.claim_sql();
         let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
         let now = now.as_millis() as f64;
         let rows = self
@@ -467,14 +473,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let claim = self.sql(&format!(
-            "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at) VALUES ($1, $2, {})
-             ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
-             WHERE c.expires_at <= {}
-             RETURNING 1",
-            ts(3),
-            ts(4)
-        ));
+        let claim = self.claim_sql();
         let add = self.sql(ADD_ROLLUP_SQL);
         let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
         let at = now.as_millis() as f64;

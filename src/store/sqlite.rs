@@ -51,6 +51,19 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// Takes a once-claim unless an unexpired one exists; whether it did.
+fn claim_in(c: &Connection, scope: &str, key: &str, expires: i64, now: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "INSERT INTO once_claims (scope, key, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE once_claims.expires_at <= ?4",
+            params![scope, key, expires, now],
+        )
+        .map_err(sql_err)?;
+    Ok(n == 1)
+}
+
 /// Adds one minute's counters inside the caller's transaction.
 fn add_in(tx: &rusqlite::Transaction<'_>, a: &RollupAdd) -> StoreResult<()> {
     let mut stmt = tx
@@ -302,18 +315,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let (scope, key) = (scope.to_string(), key.to_string());
         let expires = now.as_millis().saturating_add(ttl_millis(ttl));
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "INSERT INTO once_claims (scope, key, expires_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at
-                     WHERE once_claims.expires_at <= ?4",
-                    params![scope, key, expires, now.as_millis()],
-                )
-                .map_err(sql_err)?;
-            Ok(n == 1)
-        })
-        .await
+        self.with(move |c| claim_in(c, &scope, &key, expires, now.as_millis()))
+            .await
     }
 
     async fn release_claim(&self, scope: &str, key: &str) -> StoreResult<()> {
@@ -438,15 +441,7 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql_err)?;
-            let claimed = tx
-                .execute(
-                    "INSERT INTO once_claims (scope, key, expires_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at
-                     WHERE once_claims.expires_at <= ?4",
-                    params![scope, key, expires, now.as_millis()],
-                )
-                .map_err(sql_err)?;
-            if claimed != 1 {
+            if !claim_in(&tx, &scope, &key, expires, now.as_millis())? {
                 return Ok(false);
             }
             for a in &adds {
