@@ -128,6 +128,8 @@ pub async fn status(g: &Guard) -> Output {
         }
         Ok((s, body)) => {
             let _ = writeln!(out, "incidents unavailable: {}", error_of(s, &body));
+            // A refused token or a failing guard is not a healthy status.
+            return Output { code: 1, text: out };
         }
         Err(e) => return fail(e),
     }

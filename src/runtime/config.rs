@@ -160,7 +160,8 @@ impl Config {
             s3_access_key: r.var("AWS_ACCESS_KEY_ID"),
             s3_secret_key: r.secret("AWS_SECRET_ACCESS_KEY", 8),
         };
-        let snapshot_key = r.secret("SNAPSHOT_ENCRYPTION_KEY", 40);
+        // Checked as what it must be (32 bytes, base64), not by its length.
+        let snapshot_key = r.secret("SNAPSHOT_ENCRYPTION_KEY", 1);
         if let Some(k) = &snapshot_key {
             if crate::flows::config_snapshot::Sealer::from_base64(k).is_none() {
                 r.errors.push(ConfigError::new(
@@ -222,6 +223,14 @@ impl Config {
             operation: duration("STORE_OPERATION_TIMEOUT", defaults.operation),
         };
         let (policy, policy_source) = read_policy(&mut r);
+        if policy.database.backup.provider == crate::core::policy::BackupProvider::PgDump
+            && backups.dir.is_none()
+        {
+            r.errors.push(ConfigError::new(
+                "BACKUP_DIR",
+                "is required when database.backup.provider = \"pg_dump\" (the directory of dump files)",
+            ));
+        }
         if r.errors.is_empty() {
             Ok(Config {
                 store,

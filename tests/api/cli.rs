@@ -301,3 +301,18 @@ async fn serve_runs_the_crons_of_vercel_json_unless_told_not_to() {
         let _ = child.kill().await;
     }
 }
+
+#[tokio::test]
+async fn status_fails_when_the_operator_token_is_refused() {
+    let app = TestApp::spawn(
+        super::helpers::Backend::Sqlite,
+        &[("OPERATOR_TOKEN", "another-operator-token-0123")],
+    )
+    .await;
+    let (code, out, err) = run(&app, &["status"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("incidents unavailable: 401"),
+        "{out}{err}"
+    );
+}

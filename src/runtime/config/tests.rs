@@ -178,3 +178,35 @@ fn on_vercel_an_external_store_is_required() {
     // Locally SQLite stays the default.
     assert!(load(&[]).is_ok());
 }
+
+#[test]
+fn backup_and_snapshot_key_mistakes_name_what_is_expected() {
+    // A short key is reported as what it must be, not as a length.
+    let e = load(&[("SNAPSHOT_ENCRYPTION_KEY", "c2hvcnQ=")]).unwrap_err();
+    let d =
+        &e.0.iter()
+            .find(|e| e.key == "SNAPSHOT_ENCRYPTION_KEY")
+            .unwrap()
+            .detail;
+    assert!(d.contains("32 bytes, base64"), "{d}");
+    // The pg_dump provider needs its directory.
+    let e = load(&[(
+        "ROLLBACK_GUARD_POLICY_TOML",
+        "[database.backup]\nprovider = \"pg_dump\"\n",
+    )])
+    .unwrap_err();
+    let d =
+        &e.0.iter()
+            .find(|e| e.key == "BACKUP_DIR")
+            .expect("names BACKUP_DIR")
+            .detail;
+    assert!(d.contains("pg_dump"), "{d}");
+    assert!(load(&[
+        (
+            "ROLLBACK_GUARD_POLICY_TOML",
+            "[database.backup]\nprovider = \"pg_dump\"\n"
+        ),
+        ("BACKUP_DIR", "/var/backups/app"),
+    ])
+    .is_ok());
+}
