@@ -26,6 +26,9 @@ struct Alert {
     annotations: BTreeMap<String, String>,
     #[serde(default, rename = "startsAt")]
     starts_at: Option<serde_json::Value>,
+    /// When a resolved alert ended (firing alerts carry the zero time).
+    #[serde(default, rename = "endsAt")]
+    ends_at: Option<serde_json::Value>,
     #[serde(default)]
     fingerprint: String,
     #[serde(default, rename = "generatorURL")]
@@ -60,7 +63,11 @@ pub fn parse(source: &'static str, body: &[u8], now: Timestamp) -> Result<Vec<Si
                 severity: label(&["severity"]).unwrap_or_else(|| "warning".into()),
                 environment: label(&["environment", "env"]),
                 deployment: label(&["deployment_id", "deployment"]),
-                at: time_or(a.starts_at.as_ref(), now),
+                at: if a.status == "resolved" {
+                    time_or(a.ends_at.as_ref().or(a.starts_at.as_ref()), now)
+                } else {
+                    time_or(a.starts_at.as_ref(), now)
+                },
                 detail: serde_json::json!({
                     "summary": a.annotations.get("summary").or(a.annotations.get("description")),
                     "group_key": p.group_key,
@@ -69,4 +76,31 @@ pub fn parse(source: &'static str, body: &[u8], now: Timestamp) -> Result<Vec<Si
             }))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resolution_is_dated_by_its_end_not_its_start() {
+        let body = br#"{"status":"resolved","alerts":[{"status":"resolved","labels":{"alertname":"X","environment":"production"},
+            "startsAt":"2026-11-25T10:00:00Z","endsAt":"2026-11-25T10:07:00Z","fingerprint":"f1"}]}"#;
+        let s = parse("alertmanager", body, Timestamp::from_millis(0)).unwrap();
+        let Signal::Alert(a) = &s[0] else { panic!() };
+        assert!(!a.firing);
+        assert_eq!(
+            a.at,
+            Timestamp::parse_rfc3339("2026-11-25T10:07:00Z").unwrap()
+        );
+        // Firing alerts carry the zero time as endsAt: their time is the start.
+        let body = br#"{"status":"firing","alerts":[{"status":"firing","labels":{"alertname":"X"},
+            "startsAt":"2026-11-25T10:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"f1"}]}"#;
+        let s = parse("alertmanager", body, Timestamp::from_millis(0)).unwrap();
+        let Signal::Alert(a) = &s[0] else { panic!() };
+        assert_eq!(
+            a.at,
+            Timestamp::parse_rfc3339("2026-11-25T10:00:00Z").unwrap()
+        );
+    }
 }

@@ -38,7 +38,10 @@ pub fn parse(resource: &str, body: &[u8], now: Timestamp) -> Result<Vec<Signal>,
             AlertSignal {
                 source: "sentry",
                 fingerprint: format!("metric_alert:{rule_id}:{inc_id}"),
-                name: str_field(inc, &["title"])
+                // `metric_alert` is the incident; its title can be a generated
+                // codename. The alert is its rule (Sentry's metric alert docs).
+                name: str_field(inc, &["alert_rule", "name"])
+                    .or(str_field(inc, &["title"]))
                     .or(str_field(data, &["description_title"]))
                     .unwrap_or("Sentry metric alert")
                     .to_string(),
@@ -131,4 +134,19 @@ fn tag(event: &Value, key: &str) -> Option<String> {
         let pair = pair.as_array()?;
         (pair.first()?.as_str()? == key).then(|| pair.get(1)?.as_str().map(String::from))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_alerts_are_named_after_their_rule_not_the_incident() {
+        let body = br#"{"action":"critical","data":{"metric_alert":{"id":"7","identifier":"7","title":"Brave Otter","status":20,
+            "alert_rule":{"id":42,"name":"High error rate","environment":"production"}},
+            "description_title":"Critical: High error rate"}}"#;
+        let s = parse("metric_alert", body, Timestamp::from_millis(0)).unwrap();
+        let Signal::Alert(a) = &s[0] else { panic!() };
+        assert_eq!(a.name, "High error rate");
+    }
 }
