@@ -205,18 +205,13 @@ pub async fn set_field(
     value: Value,
     now: Timestamp,
 ) -> StoreResult<()> {
-    for _ in 0..20 {
-        let Some(mut d) = store.get_doc(APPROVAL_KIND, id).await? else {
-            return Ok(());
-        };
-        let expected = d.version;
+    crate::store::update_doc(store, APPROVAL_KIND, id, |d| {
         d.body[key] = value.clone();
         d.updated_at = now;
-        if let DocWrite::Written(_) = store.put_doc(&d, Some(expected)).await? {
-            return Ok(());
-        }
-    }
-    Err(StoreError::Contention(format!("approval {id}")))
+        true
+    })
+    .await?;
+    Ok(())
 }
 
 /// Requests in `state`, newest first (at most `limit`).

@@ -262,22 +262,15 @@ async fn record_decision(
     detail: Value,
 ) -> StoreResult<()> {
     let now = ctx.clock.now();
-    let mut first = false;
-    for _ in 0..20 {
-        let Some(mut d) = ctx.store.get_doc(INCIDENT_KIND, incident_id).await? else {
-            return Ok(());
-        };
+    let first = crate::store::update_doc(ctx.store, INCIDENT_KIND, incident_id, |d| {
         if !d.body["decision"].is_null() {
-            break;
+            return false;
         }
-        let expected = d.version;
         d.body["decision"] = decision.clone();
         d.updated_at = now;
-        if let crate::store::DocWrite::Written(_) = ctx.store.put_doc(&d, Some(expected)).await? {
-            first = true;
-            break;
-        }
-    }
+        true
+    })
+    .await?;
     if first {
         crate::store::audit(ctx.store, now, "decider", action, incident_id, detail).await?;
     }
@@ -585,19 +578,12 @@ async fn verify(
 }
 
 async fn mark_reported(ctx: &Ctx<'_>, id: &str) -> StoreResult<()> {
-    for _ in 0..20 {
-        let Some(mut d) = ctx.store.get_doc(execute::EXECUTION_KIND, id).await? else {
-            return Ok(());
-        };
-        let expected = d.version;
+    crate::store::update_doc(ctx.store, execute::EXECUTION_KIND, id, |d| {
         d.body["reported"] = json!(true);
-        if let crate::store::DocWrite::Written(_) = ctx.store.put_doc(&d, Some(expected)).await? {
-            return Ok(());
-        }
-    }
-    Err(crate::store::StoreError::Contention(format!(
-        "execution {id}"
-    )))
+        true
+    })
+    .await?;
+    Ok(())
 }
 
 /// Drives every recorded intent to an end: expires overdue approvals, then

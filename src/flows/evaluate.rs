@@ -308,30 +308,20 @@ pub async fn record_outcome(
     close: bool,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let Some(existing) = store.get_doc(INCIDENT_KIND, incident_id).await? else {
-        // A break-glass rollback has no incident document.
-        return Ok(());
-    };
-    let was_open = existing.status == "open";
-    crate::store::upsert_doc(store, INCIDENT_KIND, incident_id, |d| {
-        let d = d.unwrap_or(&existing);
-        let mut body = d.body.clone();
-        body["outcome"] = outcome.clone();
-        let status = if close && d.status == "open" {
-            body["closed_at"] = json!(now.as_millis());
-            "closed"
-        } else {
-            d.status.as_str()
-        };
-        Doc {
-            status: status.into(),
-            updated_at: now,
-            body,
-            ..d.clone()
+    // A break-glass rollback has no incident document: nothing to record.
+    let mut closed_now = false;
+    crate::store::update_doc(store, INCIDENT_KIND, incident_id, |d| {
+        d.body["outcome"] = outcome.clone();
+        closed_now = close && d.status == "open";
+        if closed_now {
+            d.body["closed_at"] = json!(now.as_millis());
+            d.status = "closed".into();
         }
+        d.updated_at = now;
+        true
     })
     .await?;
-    if close && was_open {
+    if closed_now {
         crate::store::audit(
             store,
             now,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::core::clock::Timestamp;
+use crate::core::clock::{Clock, Timestamp};
 use crate::core::cron::Schedule;
 
 /// One cron: a path and when it runs.
@@ -44,11 +44,7 @@ pub fn from_vercel_json(text: &str) -> Result<Vec<Cron>, String> {
 }
 
 fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    Timestamp::from_millis(ms)
+    crate::integrations::clock::SystemClock.now()
 }
 
 /// Runs `crons` against `base` forever, printing each run.

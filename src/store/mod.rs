@@ -257,6 +257,34 @@ where
     Err(StoreError::Contention(format!("{kind} {id}")))
 }
 
+/// Changes an existing document with compare-and-set, re-reading and
+/// re-applying `change` when another writer got there first. `change`
+/// returns whether to write at all (`false` leaves the document as it is).
+/// Returns whether this call wrote; a missing document is left missing.
+pub async fn update_doc<F>(
+    store: &dyn Store,
+    kind: &str,
+    id: &str,
+    mut change: F,
+) -> StoreResult<bool>
+where
+    F: FnMut(&mut Doc) -> bool + Send,
+{
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let Some(mut doc) = store.get_doc(kind, id).await? else {
+            return Ok(false);
+        };
+        let expected = doc.version;
+        if !change(&mut doc) {
+            return Ok(false);
+        }
+        if let DocWrite::Written(_) = store.put_doc(&doc, Some(expected)).await? {
+            return Ok(true);
+        }
+    }
+    Err(StoreError::Contention(format!("{kind} {id}")))
+}
+
 /// Connects to the configured backend. Does not migrate; callers do that once.
 pub async fn connect(cfg: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     connect_with(cfg, StoreTimeouts::default()).await
