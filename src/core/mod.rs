@@ -15,4 +15,5 @@ pub mod plan;
 pub mod policy;
 pub mod secret;
 pub mod session;
+pub mod signed;
 pub mod sql;

@@ -6,15 +6,16 @@
 //! fingerprint of the operator token, so changing the token ends every
 //! session. Time and randomness are passed in.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::core::approval::token::SigningKey;
 use crate::core::clock::Timestamp;
 use crate::core::secret::Secret;
+use crate::core::signed::{self, SigningKey};
+
+/// MAC domain: a session never verifies as an approval link.
+const DOMAIN: &str = "session:";
 
 /// How long a session lasts.
 pub const SESSION_SECS: i64 = 12 * 3600;
@@ -63,14 +64,6 @@ pub fn keys(signing_keys: &[SigningKey], operator_token: &Secret) -> Vec<Signing
     }]
 }
 
-fn mac(key: &SigningKey, signed: &str) -> Hmac<Sha256> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key.key.expose().as_bytes())
-        .expect("HMAC accepts any key length");
-    m.update(b"session:");
-    m.update(signed.as_bytes());
-    m
-}
-
 /// A new session value.
 pub fn mint(key: &SigningKey, sid: [u8; 16], op: &str, now: Timestamp) -> String {
     let s = Session {
@@ -78,10 +71,7 @@ pub fn mint(key: &SigningKey, sid: [u8; 16], op: &str, now: Timestamp) -> String
         exp: now.as_millis() / 1000 + SESSION_SECS,
         op: op.to_string(),
     };
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&s).expect("session serializes"));
-    let signed = format!("s1.{}.{payload}", key.kid);
-    let tag = URL_SAFE_NO_PAD.encode(mac(key, &signed).finalize().into_bytes());
-    format!("{signed}.{tag}")
+    signed::seal(key, DOMAIN, "s1", &s)
 }
 
 /// Checks a session value: signature (constant time), expiry, token.
@@ -91,31 +81,12 @@ pub fn verify(
     op: &str,
     now: Timestamp,
 ) -> Result<Session, SessionError> {
-    let mut parts = value.split('.');
-    let (Some("s1"), Some(kid), Some(payload), Some(tag), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(SessionError::Malformed);
-    };
-    let key = keys
-        .iter()
-        .find(|k| k.kid == kid)
-        .ok_or(SessionError::BadSignature)?;
-    let tag = URL_SAFE_NO_PAD
-        .decode(tag)
-        .map_err(|_| SessionError::Malformed)?;
-    mac(key, &format!("s1.{kid}.{payload}"))
-        .verify_slice(&tag)
-        .map_err(|_| SessionError::BadSignature)?;
-    let s: Session = URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(SessionError::Malformed)?;
+    let s: Session = signed::open(keys, DOMAIN, "s1", value).map_err(|e| match e {
+        signed::OpenError::Malformed => SessionError::Malformed,
+        signed::OpenError::UnknownKey | signed::OpenError::BadSignature => {
+            SessionError::BadSignature
+        }
+    })?;
     if now.as_millis() / 1000 >= s.exp {
         return Err(SessionError::Expired);
     }

@@ -5,21 +5,12 @@
 //! and a 128-bit nonce (consumed once, on POST, by the store). Pure: keys,
 //! time and randomness are arguments.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::core::clock::Timestamp;
+use crate::core::signed;
 
-/// One HMAC key for approval tokens.
-#[derive(Clone, Debug)]
-pub struct SigningKey {
-    /// Key id carried in the token so keys can rotate.
-    pub kid: String,
-    pub key: crate::core::secret::Secret,
-}
+pub use crate::core::signed::SigningKey;
 
 /// The only purpose this token format is minted for.
 pub const PURPOSE: &str = "rollback.decide";
@@ -95,48 +86,19 @@ pub enum TokenError {
     WrongPurpose,
 }
 
-fn mac(key: &SigningKey, signed: &str) -> Hmac<Sha256> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key.key.expose().as_bytes())
-        .expect("HMAC accepts any key length");
-    m.update(signed.as_bytes());
-    m
-}
-
 /// Signs claims with `key`.
 pub fn mint(key: &SigningKey, claims: &Claims) -> String {
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
-    let signed = format!("v1.{}.{payload}", key.kid);
-    let tag = URL_SAFE_NO_PAD.encode(mac(key, &signed).finalize().into_bytes());
-    format!("{signed}.{tag}")
+    signed::seal(key, "", "v1", claims)
 }
 
 /// Verifies signature (constant time), key id, purpose and expiry. The nonce
 /// is not consumed here: that is the store's job on POST.
 pub fn verify(keys: &[SigningKey], token: &str, now: Timestamp) -> Result<Claims, TokenError> {
-    let mut parts = token.trim().split('.');
-    let (Some("v1"), Some(kid), Some(payload), Some(tag), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(TokenError::Malformed);
-    };
-    let key = keys
-        .iter()
-        .find(|k| k.kid == kid)
-        .ok_or(TokenError::UnknownKey)?;
-    let tag = URL_SAFE_NO_PAD
-        .decode(tag)
-        .map_err(|_| TokenError::Malformed)?;
-    mac(key, &format!("v1.{kid}.{payload}"))
-        .verify_slice(&tag)
-        .map_err(|_| TokenError::BadSignature)?;
-    let raw = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = signed::open(keys, "", "v1", token.trim()).map_err(|e| match e {
+        signed::OpenError::Malformed => TokenError::Malformed,
+        signed::OpenError::UnknownKey => TokenError::UnknownKey,
+        signed::OpenError::BadSignature => TokenError::BadSignature,
+    })?;
     if claims.purpose != PURPOSE {
         return Err(TokenError::WrongPurpose);
     }
@@ -150,6 +112,8 @@ pub fn verify(keys: &[SigningKey], token: &str, now: Timestamp) -> Result<Claims
 mod tests {
     use super::*;
     use crate::core::secret::Secret;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn key(kid: &str, secret: &str) -> SigningKey {
         SigningKey {
