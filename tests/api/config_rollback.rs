@@ -15,6 +15,28 @@ fn env(id: &str, key: &str, value: &str, kind: &str) -> serde_json::Value {
     json!({"id": id, "key": key, "value": value, "type": kind, "target": ["production", "preview"]})
 }
 
+/// dpl_good is current and healthy, and the evaluate cron has run (so it has
+/// snapshotted dpl_good's configuration). Returns now (ms).
+async fn good_is_current(app: &TestApp) -> i64 {
+    let s = app.store();
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
+            .as_millis();
+    super::approval::deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
+    super::approval::traffic(
+        s.as_ref(),
+        "production",
+        "dpl_good",
+        now - 600_000,
+        now,
+        200.0,
+        0.0,
+    )
+    .await;
+    cron(app, "/api/cron/evaluate").await;
+    now
+}
+
 async fn scenario(key: Option<String>) -> (TestApp, fake_vercel::FakeVercel, serde_json::Value) {
     let vercel = fake_vercel::start(State {
         envs: vec![
@@ -44,22 +66,7 @@ async fn scenario(key: Option<String>) -> (TestApp, fake_vercel::FakeVercel, ser
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = TestApp::spawn(Backend::Postgres, &vars).await;
     let s = app.store().clone();
-    let now =
-        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
-            .as_millis();
-    // dpl_good is current and healthy: the evaluate cron snapshots its configuration.
-    super::approval::deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
-    super::approval::traffic(
-        s.as_ref(),
-        "production",
-        "dpl_good",
-        now - 600_000,
-        now,
-        200.0,
-        0.0,
-    )
-    .await;
-    cron(&app, "/api/cron/evaluate").await;
+    let now = good_is_current(&app).await;
     let snap = s
         .get_doc("env_snapshot", "dpl_good")
         .await
@@ -199,21 +206,7 @@ async fn restores_never_write_blank_secrets_or_the_secret_type_and_keep_each_var
     ];
     let app = TestApp::spawn(Backend::Sqlite, &vars).await;
     let s = app.store().clone();
-    let now =
-        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
-            .as_millis();
-    super::approval::deploy(s.as_ref(), "production", "dpl_good", now - 2 * 3_600_000).await;
-    super::approval::traffic(
-        s.as_ref(),
-        "production",
-        "dpl_good",
-        now - 600_000,
-        now,
-        200.0,
-        0.0,
-    )
-    .await;
-    cron(&app, "/api/cron/evaluate").await;
+    let now = good_is_current(&app).await;
     // The value came from the per-variable endpoint, not the deprecated decrypt=true.
     assert!(
         vercel

@@ -508,31 +508,41 @@ async fn a_down_that_would_fail_is_refused_before_vercel_moves_the_code() {
     assert_eq!(fake.state.lock().unwrap().accepted, 0);
 }
 
+const OPERATOR: &str = "operator-token-0123456789";
+
+/// A guard over `db` with the fixture migrations folder, the operator token,
+/// and Vercel when given (else rollbacks are dry runs).
+async fn app_over(
+    db: &ScratchDb,
+    vercel: Option<&super::fake_vercel::FakeVercel>,
+) -> super::helpers::TestApp {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
+    let policy = format!("[database]\nmigrations_dir = \"{}\"\n", dir.display());
+    let mut vars = vec![
+        ("CRON_SECRET", super::seed::CRON.to_string()),
+        ("OPERATOR_TOKEN", OPERATOR.to_string()),
+        ("APP_DATABASE_URL", db.url.clone()),
+        ("ROLLBACK_GUARD_POLICY_TOML", policy),
+    ];
+    if let Some(v) = vercel {
+        vars.push(("VERCEL_TOKEN", super::fake_vercel::TOKEN.to_string()));
+        vars.push(("VERCEL_PROJECT_ID", super::fake_vercel::PROJECT.to_string()));
+        vars.push(("VERCEL_API_BASE", v.url.clone()));
+    }
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    super::helpers::TestApp::spawn(super::helpers::Backend::Sqlite, &vars).await
+}
+
 #[tokio::test]
 async fn migrations_of_the_targets_own_build_stay_and_the_preview_shows_the_plan_that_runs() {
-    use super::helpers::{json, Backend, TestApp};
-    use super::seed::{cron, deploy, traffic, CRON};
-    const OPERATOR: &str = "operator-token-0123456789";
+    use super::helpers::json;
+    use super::seed::{cron, deploy, traffic};
     let db = ScratchDb::new().await;
     let client = app_database::connect(&db.url).await.unwrap();
     let m = fixtures();
     let vercel = super::fake_vercel::start(super::fake_vercel::State::default()).await;
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
-    let policy = format!("[database]\nmigrations_dir = \"{}\"\n", dir.display());
-    let app = TestApp::spawn(
-        Backend::Sqlite,
-        &[
-            ("CRON_SECRET", CRON),
-            ("OPERATOR_TOKEN", OPERATOR),
-            ("APP_DATABASE_URL", &db.url),
-            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
-            ("VERCEL_TOKEN", super::fake_vercel::TOKEN),
-            ("VERCEL_PROJECT_ID", super::fake_vercel::PROJECT),
-            ("VERCEL_API_BASE", &vercel.url),
-        ],
-    )
-    .await;
+    let app = app_over(&db, Some(&vercel)).await;
     let s = app.store().clone();
     let now =
         rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
@@ -630,26 +640,13 @@ async fn migrations_of_the_targets_own_build_stay_and_the_preview_shows_the_plan
 
 #[tokio::test]
 async fn a_preview_and_a_dry_run_say_what_a_real_run_would_refuse() {
-    use super::helpers::{json, Backend, TestApp};
-    use super::seed::{deploy, CRON};
-    const OPERATOR: &str = "operator-token-0123456789";
+    use super::helpers::json;
+    use super::seed::deploy;
     let db = ScratchDb::new().await;
     let client = app_database::connect(&db.url).await.unwrap();
     let m = fixtures();
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prisma/migrations");
-    let policy = format!("[database]\nmigrations_dir = \"{}\"\n", dir.display());
     // No VERCEL_TOKEN: a dry run.
-    let app = TestApp::spawn(
-        Backend::Sqlite,
-        &[
-            ("CRON_SECRET", CRON),
-            ("OPERATOR_TOKEN", OPERATOR),
-            ("APP_DATABASE_URL", &db.url),
-            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
-        ],
-    )
-    .await;
+    let app = app_over(&db, None).await;
     let s = app.store().clone();
     let now =
         rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock)
