@@ -245,7 +245,7 @@ async fn backup(command: BackupCommand) -> ExitCode {
     };
     match result {
         Ok(text) => {
-            println!("{text}");
+            rollback_guard::say!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -302,7 +302,9 @@ async fn serve(host: &str, port: u16, crons: bool) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    println!("rollback-guard listening on http://{addr}  (try: curl http://{addr}/api/health)");
+    rollback_guard::say!(
+        "rollback-guard listening on http://{addr}  (try: curl http://{addr}/api/health)"
+    );
     if crons {
         start_local_crons(&addr);
     }
@@ -326,10 +328,10 @@ fn check_config(policy: Option<String>) -> ExitCode {
     };
     match Config::from_lookup(&lookup) {
         Ok(c) => {
-            println!("configuration OK");
-            println!("  store:    {} — {}", c.store.backend(), c.store.describe());
-            println!("  policy:   {}", c.policy_source);
-            println!(
+            rollback_guard::say!("configuration OK");
+            rollback_guard::say!("  store:    {} — {}", c.store.backend(), c.store.describe());
+            rollback_guard::say!("  policy:   {}", c.policy_source);
+            rollback_guard::say!(
                 "  environments: {}",
                 c.policy
                     .environments
@@ -338,9 +340,9 @@ fn check_config(policy: Option<String>) -> ExitCode {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            println!("  probes:   {}", c.policy.probes.len());
+            rollback_guard::say!("  probes:   {}", c.policy.probes.len());
             for w in c.warnings() {
-                println!("  warning:  {w}");
+                rollback_guard::say!("  warning:  {w}");
             }
             ExitCode::SUCCESS
         }
@@ -362,7 +364,7 @@ async fn migrate() -> ExitCode {
     }
     match app.store().await {
         Ok(s) => {
-            println!("{} store is at the current schema", s.backend());
+            rollback_guard::say!("{} store is at the current schema", s.backend());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -375,7 +377,7 @@ async fn migrate() -> ExitCode {
 /// Runs the crons of ./vercel.json against the local server, saying so.
 fn start_local_crons(addr: &str) {
     let Ok(text) = std::fs::read_to_string("vercel.json") else {
-        println!("no ./vercel.json: no crons run (call /api/cron/* yourself)");
+        rollback_guard::say!("no ./vercel.json: no crons run (call /api/cron/* yourself)");
         return;
     };
     let crons = match rollback_guard::runtime::local_crons::from_vercel_json(&text) {
@@ -386,7 +388,7 @@ fn start_local_crons(addr: &str) {
         }
     };
     let Some(secret) = std::env::var("CRON_SECRET").ok().filter(|s| !s.is_empty()) else {
-        println!(
+        rollback_guard::say!(
             "crons from vercel.json not run: set CRON_SECRET (the cron routes refuse without it)"
         );
         return;
@@ -395,7 +397,7 @@ fn start_local_crons(addr: &str) {
         .iter()
         .map(|c| format!("{} ({})", c.path, c.schedule))
         .collect();
-    println!(
+    rollback_guard::say!(
         "running the crons of vercel.json (--no-crons to turn off): {}",
         list.join(", ")
     );

@@ -60,8 +60,8 @@ pub async fn run(base: String, crons: Vec<Cron>, secret: String) {
                 .send()
                 .await;
             match res {
-                Ok(r) => println!("cron {} -> {}", c.path, r.status().as_u16()),
-                Err(e) => println!("cron {} failed: {e}", c.path),
+                Ok(r) => crate::say!("cron {} -> {}", c.path, r.status().as_u16()),
+                Err(e) => crate::say!("cron {} failed: {e}", c.path),
             }
         }
         let into_minute = (now().as_millis().rem_euclid(60_000)) as u64;

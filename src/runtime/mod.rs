@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod local_crons;
 pub mod server;
 pub mod telemetry;

@@ -316,3 +316,55 @@ async fn status_fails_when_the_operator_token_is_refused() {
         "{out}{err}"
     );
 }
+
+/// `rollback-guard serve | head -n1`, a log shipper that restarts, a test
+/// harness that stops reading: a closed stdout must not take the server
+/// (and its crons) down.
+#[tokio::test]
+async fn serve_keeps_serving_after_its_stdout_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vercel.json"),
+        r#"{"crons": [{"path": "/api/cron/probe", "schedule": "* * * * *"}]}"#,
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
+        .args(["serve", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CRON_SECRET", "cron-secret-0123456789")
+        .env("ROLLBACK_GUARD_SQLITE_PATH", dir.path().join("guard.db"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The reader is gone before the server prints its first line.
+    drop(child.stdout.take());
+    let client = reqwest::Client::new();
+    // Every print fails with EPIPE: the banner, the cron lines.
+    let mut answered = false;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the server died when its stdout closed"
+        );
+        if let Ok(health) = client
+            .get(format!("http://127.0.0.1:{port}/api/health"))
+            .send()
+            .await
+        {
+            assert_eq!(health.status(), 200);
+            answered = true;
+        }
+    }
+    assert!(answered, "the server never answered");
+    let _ = child.kill().await;
+}
