@@ -154,6 +154,59 @@ pub enum ChannelKind {
     Slack,
     Email,
     Sms,
+    /// Prints to the log (local use; refused on Vercel).
+    Console,
+}
+
+/// Removes the value at `path` from `root`; false when it is not there.
+fn remove_at(root: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut here = root;
+    for seg in parents {
+        let next = match (here, seg) {
+            (toml::Value::Table(t), Segment::Map { key }) => t.get_mut(key.as_str()),
+            (toml::Value::Array(a), Segment::Seq { index }) => a.get_mut(*index),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        here = next;
+    }
+    match (here, last) {
+        (toml::Value::Table(t), Segment::Map { key }) => t.remove(key.as_str()).is_some(),
+        (toml::Value::Array(a), Segment::Seq { index }) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The channel that can reach an approver: `name@host` by email, `+digits`
+/// (E.164) by SMS, `slack:U…` (a Slack user id) by Slack. `None` for
+/// anything else.
+pub fn approver_channel(approver: &str) -> Option<ChannelKind> {
+    if let Some(user) = approver.strip_prefix("slack:") {
+        let ok = user.len() >= 2
+            && matches!(user.as_bytes()[0], b'U' | b'W')
+            && user.bytes().all(|b| b.is_ascii_alphanumeric());
+        return ok.then_some(ChannelKind::Slack);
+    }
+    if let Some(digits) = approver.strip_prefix('+') {
+        let ok = (4..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+        return ok.then_some(ChannelKind::Sms);
+    }
+    let (local, host) = approver.split_once('@')?;
+    let ok = !local.is_empty()
+        && host.contains('.')
+        && !host.starts_with('.')
+        && !host.ends_with('.')
+        && !approver.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !host.contains('@');
+    ok.then_some(ChannelKind::Email)
 }
 
 /// The app's database.
@@ -238,19 +291,39 @@ impl Policy {
     /// Parses and validates a policy file's text. Every problem is reported,
     /// not only the first.
     pub fn from_toml(text: &str) -> Result<Self, Vec<PolicyError>> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| vec![PolicyError::new("(file)", e.to_string().trim())])?;
-        let policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." {
-                "(file)".to_string()
-            } else {
-                key
-            };
-            vec![PolicyError::new(key, e.inner().message().trim())]
-        })?;
-        policy.validate()?;
-        Ok(policy)
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| vec![PolicyError::new("(file)", e.to_string().trim())])?;
+        let mut root = toml::Value::Table(table);
+        // Serde stops at the first bad key. To report them all, each bad key
+        // is taken out and the rest read again, until it reads or a key
+        // cannot be located (then what was found is enough to act on).
+        let mut errs = Vec::new();
+        for _ in 0..64 {
+            match serde_path_to_error::deserialize::<_, Policy>(root.clone()) {
+                Ok(policy) if errs.is_empty() => {
+                    policy.validate()?;
+                    return Ok(policy);
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let key = if path == "." { "(file)".to_string() } else { path };
+                    let detail = e.inner().to_string();
+                    // A table whose bad key was taken out may now miss a
+                    // field: that is the same mistake, already reported.
+                    let echo = detail.starts_with("missing field")
+                        && errs.iter().any(|p: &PolicyError| p.key.starts_with(&format!("{key}.")));
+                    if !echo {
+                        errs.push(PolicyError::new(key, detail.trim()));
+                    }
+                    if !remove_at(&mut root, e.path()) {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(errs)
     }
 
     /// The policy used when no file exists: the seed's thresholds, and the
@@ -306,6 +379,12 @@ impl Policy {
             }
             let mut seen = std::collections::BTreeSet::new();
             for a in &env.approvers {
+                if approver_channel(a).is_none() {
+                    errs.push(PolicyError::new(
+                        key("approvers"),
+                        format!("{a:?} is not an email address, an E.164 number (+15551234567) or a Slack user (slack:U…)"),
+                    ));
+                }
                 if !seen.insert(a.to_ascii_lowercase()) {
                     errs.push(PolicyError::new(
                         key("approvers"),

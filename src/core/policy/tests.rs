@@ -129,3 +129,72 @@ fn unnamed_environments_fall_back_to_requiring_approval() {
     assert_eq!(e.approval, ApprovalMode::Required);
     assert_eq!(e.on_timeout, TimeoutAction::HoldAndEscalate);
 }
+
+#[test]
+fn every_type_error_and_unknown_key_is_reported_at_once() {
+    let text = r#"
+[environments.production]
+quorum = "two"
+approvers = ["a@x.io", "b@x.io"]
+
+[environments.staging]
+aproval = "auto"
+
+[rules]
+sustained = "5 minutes"
+
+[[probes]]
+name = "home"
+url = "https://example.com"
+expect_status = "200"
+
+[database.backup]
+provider = "tape"
+"#;
+    let errs = Policy::from_toml(text).unwrap_err();
+    let mut got = keys(&errs);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "database.backup.provider",
+            "environments.production.quorum",
+            "environments.staging.aproval",
+            "probes[0].expect_status",
+            "rules.sustained",
+        ],
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn approvers_must_be_an_email_a_phone_number_or_a_slack_user() {
+    use super::{approver_channel, ChannelKind};
+    for (a, want) in [
+        ("alice@example.com", Some(ChannelKind::Email)),
+        ("+15551234567", Some(ChannelKind::Sms)),
+        ("slack:U024BE7LH", Some(ChannelKind::Slack)),
+        ("slack:W012A3CDE", Some(ChannelKind::Slack)),
+        ("alice", None),
+        ("@example.com", None),
+        ("alice@localhost", None),
+        ("alice@@example.com", None),
+        ("al ice@example.com", None),
+        ("+1-555-123", None),
+        ("+12", None),
+        ("slack:alice", None),
+        ("slack:", None),
+        ("U024BE7LH", None),
+    ] {
+        assert_eq!(approver_channel(a), want, "{a}");
+    }
+    let errs = Policy::from_toml(
+        "[environments.production]\napprovers = [\"alice@example.com\", \"bob\", \"slack:bob\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&errs),
+        ["environments.production.approvers", "environments.production.approvers"]
+    );
+    assert!(errs[0].detail.contains("\"bob\""), "{}", errs[0].detail);
+}

@@ -1,8 +1,9 @@
 //! Notifications. Each channel is a real HTTP client behind [`Channel`]:
 //! Slack incoming webhook (with Approve/Reject buttons answered at
 //! `/api/slack/actions`), email through Resend (`Idempotency-Key` so a retry
-//! never mails twice), SMS through Twilio's Messages API. A notification
-//! goes to the first channel in the policy's order that delivers
+//! never mails twice), SMS through Twilio's Messages API; and [`console`],
+//! which prints to stdout for local use. A notification goes to the first
+//! channel in the policy's order that delivers
 //! ([`crate::flows::notify::Notifier`] falls back and audits).
 
 use std::time::Duration;
@@ -13,6 +14,8 @@ use serde_json::{json, Value};
 use crate::core::html::escape_slack;
 use crate::core::policy::ChannelKind;
 use crate::core::secret::Secret;
+
+pub mod console;
 
 /// Notification channel credentials.
 #[derive(Clone, Debug)]
@@ -328,6 +331,7 @@ pub fn channels_from_config(cfg: &NotifyConfig, order: &[ChannelKind]) -> Vec<Bo
                     }));
                 }
             }
+            ChannelKind::Console => channels.push(Box::new(console::Console::stdout())),
         }
     }
     channels
