@@ -148,7 +148,7 @@ async fn main() -> ExitCode {
             port,
             no_crons,
         } => serve(&host, port, !no_crons).await,
-        Command::CheckConfig { policy } => check_config(policy),
+        Command::CheckConfig { policy } => check_config(policy).await,
         Command::Migrate => migrate().await,
         Command::Status(r) => print(cli::status(&guard(&r)).await),
         Command::Incidents { remote, id, status } => {
@@ -320,39 +320,71 @@ async fn serve(host: &str, port: u16, crons: bool) -> ExitCode {
     }
 }
 
-fn check_config(policy: Option<String>) -> ExitCode {
+/// Exit 0: valid, ready and the store answers. 1: valid but not ready, or
+/// the store does not answer. 2: invalid.
+async fn check_config(policy: Option<String>) -> ExitCode {
+    let flag = policy.is_some();
     let lookup = move |k: &str| match (k, &policy) {
         ("ROLLBACK_GUARD_POLICY", Some(p)) => Some(p.clone()),
         ("ROLLBACK_GUARD_POLICY_TOML", Some(_)) => None,
         _ => std::env::var(k).ok(),
     };
-    match Config::from_lookup(&lookup) {
-        Ok(c) => {
-            rollback_guard::say!("configuration OK");
-            rollback_guard::say!("  store:    {} — {}", c.store.backend(), c.store.describe());
-            rollback_guard::say!("  policy:   {}", c.policy_source);
-            rollback_guard::say!(
-                "  environments: {}",
-                c.policy
-                    .environments
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            rollback_guard::say!("  probes:   {}", c.policy.probes.len());
-            for w in c.warnings() {
-                rollback_guard::say!("  warning:  {w}");
-            }
-            ExitCode::SUCCESS
-        }
+    let c = match Config::from_lookup(&lookup) {
+        Ok(c) => c,
         Err(errs) => {
             eprintln!("configuration is invalid ({} problem(s)):", errs.0.len());
             for e in &errs.0 {
-                eprintln!("  {}: {}", e.key, e.detail);
+                // Named after what the operator typed.
+                let key = if flag && e.key == "ROLLBACK_GUARD_POLICY" {
+                    "--policy"
+                } else {
+                    e.key.as_str()
+                };
+                eprintln!("  {key}: {}", e.detail);
             }
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    let store = match rollback_guard::store::connect_with(&c.store, c.store_timeouts).await {
+        Ok(s) => s.ping().await.map(|()| s.backend()),
+        Err(e) => Err(e),
+    };
+    let readiness = c.readiness();
+    let ok = store.is_ok() && readiness.is_empty();
+    rollback_guard::say!(
+        "{}",
+        if ok {
+            "configuration OK"
+        } else {
+            "configuration is valid, but the guard is not ready:"
+        }
+    );
+    rollback_guard::say!("  store:    {} — {}", c.store.backend(), c.store.describe());
+    match &store {
+        Ok(_) => rollback_guard::say!("            reachable"),
+        Err(e) => rollback_guard::say!("            NOT reachable: {e}"),
+    }
+    rollback_guard::say!("  policy:   {}", c.policy_source);
+    rollback_guard::say!(
+        "  environments: {}",
+        c.policy
+            .environments
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    rollback_guard::say!("  probes:   {}", c.policy.probes.len());
+    for p in &readiness {
+        rollback_guard::say!("  problem:  {}: {}", p.key, p.detail);
+    }
+    for w in c.warnings() {
+        rollback_guard::say!("  warning:  {w}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod audit;
 pub mod backup;
+pub mod cause;
 pub mod clock;
 pub mod cron;
 pub mod detect;

@@ -231,6 +231,18 @@ impl Config {
                 "is required when database.backup.provider = \"pg_dump\" (the directory of dump files)",
             ));
         }
+        let on_vercel = r.var("VERCEL").is_some() && r.var("VERCEL_DEV").is_none();
+        if on_vercel
+            && policy
+                .channels
+                .order
+                .contains(&crate::core::policy::ChannelKind::Console)
+        {
+            r.errors.push(ConfigError::new(
+                format!("{policy_source} channels.order"),
+                "\"console\" is for local use: on Vercel the function log would hold usable approval links; configure slack, email or sms",
+            ));
+        }
         if r.errors.is_empty() {
             Ok(Config {
                 store,
@@ -511,6 +523,7 @@ fn is_identifier(s: &str) -> bool {
         && s.len() <= 63
 }
 
+mod readiness;
 #[cfg(test)]
 mod tests;
 

@@ -94,6 +94,8 @@ fn ms(col: &str) -> String {
 pub struct PostgresStore {
     pool: Pool,
     schema: String,
+    /// `host:port` for error messages.
+    server: String,
 }
 
 impl PostgresStore {
@@ -101,6 +103,17 @@ impl PostgresStore {
     pub fn connect(url: &str, schema: &str, connect_timeout: Duration) -> StoreResult<Self> {
         let mut cfg = client_config(url).map_err(StoreError::Unavailable)?;
         cfg.connect_timeout(connect_timeout);
+        let server = cfg
+            .get_hosts()
+            .iter()
+            .zip(cfg.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(h, port)| match h {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let mgr = Manager::from_config(
             cfg,
             tls(),
@@ -119,6 +132,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             schema: schema.to_string(),
+            server,
         })
     }
 }
@@ -154,7 +168,14 @@ impl PostgresStore {
             .get()
             .await
             .map(Conn)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| {
+                // Host and port (never the password), and the reason.
+                StoreError::Unavailable(format!(
+                    "cannot connect to Postgres at {}: {}",
+                    self.server,
+                    crate::core::cause::chain(&e)
+                ))
+            })
     }
 }
 
@@ -214,7 +235,7 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::Query(format!("{}: {}", db.code().code(), db.message())),
         None if e.is_closed() => StoreError::Unavailable("connection closed".into()),
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(crate::core::cause::chain(&e)),
     }
 }
 

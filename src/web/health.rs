@@ -1,5 +1,6 @@
-//! `GET /api/health`: store reachability and config validity. Public, so it
-//! reports problems by key and category only — never values or hosts.
+//! `GET /api/health`: store reachability, config validity and readiness
+//! (approvers listed and reachable). Public, so it reports problems by key
+//! and category only — never values or hosts.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use crate::runtime::app::App;
 use crate::store::StoreError;
 use crate::web::respond::{json_response, Response};
 
-/// Answers 200 when the config is valid and the store answers, else 503.
+/// Answers 200 when the config is valid and ready and the store answers, else 503.
 pub async fn get(app: &App, head: bool) -> Response {
     let config = match app.config_errors() {
         None => {
@@ -18,6 +19,7 @@ pub async fn get(app: &App, head: bool) -> Response {
             json!({
                 "valid": true,
                 "errors": [],
+                "readiness": c.readiness().iter().map(|e| json!({"key": e.key, "detail": e.detail})).collect::<Vec<_>>(),
                 "warnings": c.warnings(),
                 "policy": c.policy_source,
             })
@@ -28,6 +30,9 @@ pub async fn get(app: &App, head: bool) -> Response {
             "warnings": [],
         }),
     };
+    let ready = config["readiness"]
+        .as_array()
+        .is_some_and(|problems| problems.is_empty());
     let config_ok = app.config_errors().is_none();
     let store = if config_ok {
         check_store(app).await
@@ -35,7 +40,7 @@ pub async fn get(app: &App, head: bool) -> Response {
         json!({"reachable": false, "error": "not checked: configuration is invalid"})
     };
     let store_ok = store["reachable"] == true;
-    let ok = config_ok && store_ok;
+    let ok = config_ok && ready && store_ok;
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),

@@ -7,8 +7,19 @@ use rollback_guard::runtime::app::App;
 
 use super::helpers::{config, json, try_config, Backend, TestApp};
 
+/// A policy the guard can act on: an approver the console channel reaches.
+const READY: &str =
+    "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n";
+
 async fn healthy_on(backend: Backend, name: &str) {
-    let app = TestApp::spawn(backend, &[("CRON_SECRET", "0123456789abcdef0123")]).await;
+    let app = TestApp::spawn(
+        backend,
+        &[
+            ("CRON_SECRET", "0123456789abcdef0123"),
+            ("ROLLBACK_GUARD_POLICY_TOML", READY),
+        ],
+    )
+    .await;
     let res = app.get("/api/health").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/json");
@@ -18,7 +29,45 @@ async fn healthy_on(backend: Backend, name: &str) {
     assert_eq!(body["store"]["backend"], name);
     assert_eq!(body["store"]["reachable"], true);
     assert_eq!(body["config"]["valid"], true);
+    assert_eq!(body["config"]["readiness"], serde_json::json!([]));
     assert!(body["store"]["latency_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn health_fails_when_nobody_would_be_asked_but_intake_keeps_working() {
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("CRON_SECRET", "0123456789abcdef0123"),
+            ("GENERIC_WEBHOOK_SECRET", super::senders::GENERIC),
+            (
+                "ROLLBACK_GUARD_POLICY_TOML",
+                "[environments.production]\napproval = \"required\"\napprovers = []\n",
+            ),
+        ],
+    )
+    .await;
+    let res = app.get("/api/health").await;
+    assert_eq!(res.status(), 503);
+    let body = json(res).await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["config"]["valid"], true, "{body}");
+    assert_eq!(body["store"]["reachable"], true, "{body}");
+    let problems = body["config"]["readiness"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{body}");
+    assert_eq!(
+        problems[0]["key"],
+        "ROLLBACK_GUARD_POLICY_TOML environments.production.approvers"
+    );
+    // Signals are not dropped over a missing approver.
+    let res = super::senders::post_generic(
+        &app,
+        "msg_1",
+        &serde_json::json!({"environment": "production", "deployment_id": "dpl_a",
+                            "metrics": {"requests": 100, "errors_5xx": 7}}),
+    )
+    .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
 }
 
 #[tokio::test]
@@ -40,7 +89,10 @@ async fn health_is_ok_on_redis() {
 async fn health_connects_and_migrates_a_fresh_sqlite_store_lazily() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/guard.db");
-    let cfg = config(&[("ROLLBACK_GUARD_SQLITE_PATH", path.to_str().unwrap())]);
+    let cfg = config(&[
+        ("ROLLBACK_GUARD_SQLITE_PATH", path.to_str().unwrap()),
+        ("ROLLBACK_GUARD_POLICY_TOML", READY),
+    ]);
     let app = TestApp::serve(App::new(Ok(cfg), Arc::new(SystemClock))).await;
     let body = json(app.get("/api/health").await).await;
     assert_eq!(body["status"], "ok", "{body}");
@@ -113,7 +165,7 @@ async fn health_lists_config_errors_by_key_and_other_routes_refuse() {
 
 #[tokio::test]
 async fn head_health_has_status_but_no_body() {
-    let app = TestApp::spawn(Backend::Sqlite, &[]).await;
+    let app = TestApp::spawn(Backend::Sqlite, &[("ROLLBACK_GUARD_POLICY_TOML", READY)]).await;
     let res = app
         .client
         .head(app.url("/api/health"))

@@ -9,6 +9,7 @@ mod approval;
 mod audit_flood;
 mod backups;
 mod browser;
+mod check_config;
 mod cli;
 mod config_rollback;
 mod crash;

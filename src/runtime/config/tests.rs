@@ -210,3 +210,73 @@ fn backup_and_snapshot_key_mistakes_name_what_is_expected() {
     ])
     .is_ok());
 }
+
+fn readiness(vars: &[(&str, &str)]) -> Vec<String> {
+    load(vars)
+        .unwrap()
+        .readiness()
+        .iter()
+        .map(|e| format!("{}: {}", e.key, e.detail))
+        .collect()
+}
+
+#[test]
+fn required_approval_with_nobody_listed_is_not_ready() {
+    let problems = readiness(&[(
+        "ROLLBACK_GUARD_POLICY_TOML",
+        "[environments.production]\napproval = \"required\"\napprovers = []\n",
+    )]);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("ROLLBACK_GUARD_POLICY_TOML environments.production.approvers: approval is required but nobody is listed"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn every_approver_must_be_reachable_by_a_configured_channel() {
+    let policy = "[environments.production]\napprovers = [\"alice@example.com\", \"+15551234567\", \"slack:U024BE7LH\"]\n[channels]\norder = [\"slack\", \"email\"]\n";
+    let problems = readiness(&[
+        ("ROLLBACK_GUARD_POLICY_TOML", policy),
+        ("RESEND_API_KEY", "re_test_key_123"),
+        ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"),
+    ]);
+    assert_eq!(
+        problems,
+        [
+            "ROLLBACK_GUARD_POLICY_TOML environments.production.approvers: alice@example.com is not reachable: EMAIL_FROM not set",
+            "ROLLBACK_GUARD_POLICY_TOML environments.production.approvers: +15551234567 is not reachable: \"sms\" is not in channels.order and TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM not set",
+            "ROLLBACK_GUARD_POLICY_TOML environments.production.approvers: slack:U024BE7LH is not reachable: SLACK_SIGNING_SECRET not set",
+        ]
+    );
+    // Configured, every approver is reachable.
+    let policy = policy.replace("[\"slack\", \"email\"]", "[\"slack\", \"email\", \"sms\"]");
+    assert!(readiness(&[
+        ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+        ("RESEND_API_KEY", "re_test_key_123"),
+        ("EMAIL_FROM", "guard@example.com"),
+        ("TWILIO_ACCOUNT_SID", "AC123"),
+        ("TWILIO_AUTH_TOKEN", "twilio-token-123"),
+        ("TWILIO_FROM", "+15550000000"),
+        ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"),
+        ("SLACK_SIGNING_SECRET", "slack-signing-secret"),
+    ])
+    .is_empty());
+}
+
+#[test]
+fn the_console_channel_reaches_everyone_locally_and_is_refused_on_vercel() {
+    let policy = "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n";
+    assert!(readiness(&[("ROLLBACK_GUARD_POLICY_TOML", policy)]).is_empty());
+    let errs = load(&[
+        ("ROLLBACK_GUARD_POLICY_TOML", policy),
+        ("VERCEL", "1"),
+        ("DATABASE_URL", "postgres://u:p@db.example/db"),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        error_keys(&errs),
+        ["ROLLBACK_GUARD_POLICY_TOML channels.order"]
+    );
+    assert!(errs.0[0].detail.contains("local use"), "{}", errs.0[0].detail);
+}
