@@ -39,7 +39,10 @@ mod tests {
             chain(&e),
             "error sending request: client error (Connect): Connection refused (os error 111)"
         );
-        let repeated = Layer("timed out: deadline", Some(Box::new(Layer("deadline", None))));
+        let repeated = Layer(
+            "timed out: deadline",
+            Some(Box::new(Layer("deadline", None))),
+        );
         assert_eq!(chain(&repeated), "timed out: deadline");
     }
 }

@@ -164,18 +164,14 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> StoreResult<Conn> {
-        self.pool
-            .get()
-            .await
-            .map(Conn)
-            .map_err(|e| {
-                // Host and port (never the password), and the reason.
-                StoreError::Unavailable(format!(
-                    "cannot connect to Postgres at {}: {}",
-                    self.server,
-                    crate::core::cause::chain(&e)
-                ))
-            })
+        self.pool.get().await.map(Conn).map_err(|e| {
+            // Host and port (never the password), and the reason.
+            StoreError::Unavailable(format!(
+                "cannot connect to Postgres at {}: {}",
+                self.server,
+                crate::core::cause::chain(&e)
+            ))
+        })
     }
 }
 

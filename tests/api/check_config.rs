@@ -4,7 +4,11 @@
 
 use super::helpers::{Backend, TestStore};
 
-async fn check_config(dir: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> (i32, String) {
+async fn check_config(
+    dir: &std::path::Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> (i32, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"));
     cmd.arg("check-config")
         .args(args)

@@ -37,3 +37,4 @@ mod senders;
 mod sql_hazards;
 mod store_contract;
 mod store_timeouts;
+mod walkthrough;

@@ -204,7 +204,9 @@ pub fn approver_channel(approver: &str) -> Option<ChannelKind> {
         && host.contains('.')
         && !host.starts_with('.')
         && !host.ends_with('.')
-        && !approver.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !approver
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
         && !host.contains('@');
     ok.then_some(ChannelKind::Email)
 }
@@ -308,12 +310,18 @@ impl Policy {
                 Ok(_) => break,
                 Err(e) => {
                     let path = e.path().to_string();
-                    let key = if path == "." { "(file)".to_string() } else { path };
+                    let key = if path == "." {
+                        "(file)".to_string()
+                    } else {
+                        path
+                    };
                     let detail = e.inner().to_string();
                     // A table whose bad key was taken out may now miss a
                     // field: that is the same mistake, already reported.
                     let echo = detail.starts_with("missing field")
-                        && errs.iter().any(|p: &PolicyError| p.key.starts_with(&format!("{key}.")));
+                        && errs
+                            .iter()
+                            .any(|p: &PolicyError| p.key.starts_with(&format!("{key}.")));
                     if !echo {
                         errs.push(PolicyError::new(key, detail.trim()));
                     }

@@ -194,7 +194,10 @@ fn approvers_must_be_an_email_a_phone_number_or_a_slack_user() {
     .unwrap_err();
     assert_eq!(
         keys(&errs),
-        ["environments.production.approvers", "environments.production.approvers"]
+        [
+            "environments.production.approvers",
+            "environments.production.approvers"
+        ]
     );
     assert!(errs[0].detail.contains("\"bob\""), "{}", errs[0].detail);
 }

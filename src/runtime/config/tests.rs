@@ -239,7 +239,10 @@ fn every_approver_must_be_reachable_by_a_configured_channel() {
     let problems = readiness(&[
         ("ROLLBACK_GUARD_POLICY_TOML", policy),
         ("RESEND_API_KEY", "re_test_key_123"),
-        ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"),
+        (
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/x",
+        ),
     ]);
     assert_eq!(
         problems,
@@ -258,7 +261,10 @@ fn every_approver_must_be_reachable_by_a_configured_channel() {
         ("TWILIO_ACCOUNT_SID", "AC123"),
         ("TWILIO_AUTH_TOKEN", "twilio-token-123"),
         ("TWILIO_FROM", "+15550000000"),
-        ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"),
+        (
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/x"
+        ),
         ("SLACK_SIGNING_SECRET", "slack-signing-secret"),
     ])
     .is_empty());
@@ -278,5 +284,9 @@ fn the_console_channel_reaches_everyone_locally_and_is_refused_on_vercel() {
         error_keys(&errs),
         ["ROLLBACK_GUARD_POLICY_TOML channels.order"]
     );
-    assert!(errs.0[0].detail.contains("local use"), "{}", errs.0[0].detail);
+    assert!(
+        errs.0[0].detail.contains("local use"),
+        "{}",
+        errs.0[0].detail
+    );
 }
