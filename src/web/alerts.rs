@@ -70,14 +70,25 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
             &json!({"status": "duplicate"}),
         ));
     }
-    if let Err(e) = record_delivery(store.as_ref(), Some(&key), &signals, now).await {
-        if let Err(release) = store.release_claim(&scope, &key).await {
-            tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
+    let default_env = config.policy.signals.default_environment.as_deref();
+    let unmapped = match record_delivery(store.as_ref(), Some(&key), &signals, now, default_env).await {
+        Ok(u) => u,
+        Err(e) => {
+            if let Err(release) = store.release_claim(&scope, &key).await {
+                tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
+    };
+    if !unmapped.is_empty() {
+        tracing::warn!(source = source.name(), unmapped = unmapped.len(), "signals that count nowhere");
+        // The delivery is stored; a failed count only loses the report.
+        if let Err(e) = crate::flows::intake::unmapped::count(store.as_ref(), source.name(), &unmapped, now).await {
+            tracing::warn!(error = %e, "could not count unmapped signals");
+        }
     }
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &json!({"status": "accepted", "signals": signals.len()}),
+        &json!({"status": "accepted", "signals": signals.len(), "unmapped": unmapped}),
     ))
 }

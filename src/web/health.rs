@@ -40,12 +40,22 @@ pub async fn get(app: &App, head: bool) -> Response {
         json!({"reachable": false, "error": "not checked: configuration is invalid"})
     };
     let store_ok = store["reachable"] == true;
+    // Signals that count nowhere (see flows::intake::unmapped): reported, not failed on.
+    let mut intake = serde_json::Value::Null;
+    if store_ok {
+        if let Ok(s) = app.store().await {
+            if let Ok(counts) = crate::flows::intake::unmapped::last_day(s.as_ref(), app.clock().now()).await {
+                intake = json!({"unmapped_last_24h": counts});
+            }
+        }
+    }
     let ok = config_ok && ready && store_ok;
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "store": store,
         "config": config,
+        "intake": intake,
     });
     let status = if ok {
         StatusCode::OK

@@ -349,16 +349,31 @@ async fn log_drain_batches_count_requests_once_and_crashes_as_errors() {
     ];
     let ndjson: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let res = post_drain(&app, &ndjson).await;
-    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    assert_eq!(res.status(), 202);
+    let answer = json(res).await;
     let minute = t / 60_000;
-    // Unknown deployment and no environment field: attributed to production.
+    // Unknown deployment and no environment field: counted under "unknown"
+    // (nowhere that is evaluated) and reported, not guessed to be production.
+    let reasons: Vec<&str> = answer["unmapped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["no_environment", "unregistered_deployment"], "{answer}");
     let w = rollback_guard::core::detect::window::Window::from_rows(
         &app.store()
-            .rollups("production", "dpl_d", minute, minute + 1)
+            .rollups("unknown", "dpl_d", minute, minute + 1)
             .await
             .unwrap(),
     );
     assert_eq!((w.requests, w.errors_5xx), (4, 2));
+    assert!(app
+        .store()
+        .rollups("production", "dpl_d", minute, minute + 1)
+        .await
+        .unwrap()
+        .is_empty());
 
     // The same batch as a JSON array is accepted too (it is a different body, so not a duplicate).
     let array = serde_json::to_string(&lines).unwrap();
@@ -517,4 +532,80 @@ async fn extreme_timestamps_are_refused_not_panicked_on() {
             .unwrap()
             .contains("tolerance"));
     }
+}
+
+async fn alertmanager(app: &TestApp, labels: serde_json::Value) -> serde_json::Value {
+    let body = json!({"version": "4", "status": "firing", "groupKey": "g", "receiver": "guard",
+        "alerts": [{"status": "firing", "labels": labels, "annotations": {},
+                    "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "fingerprint": format!("f{}", rand_suffix())}]});
+    let res = app
+        .client
+        .post(app.url("/api/alerts?source=alertmanager"))
+        .bearer_auth(AM_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    json(res).await
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn signals_that_count_nowhere_are_reported_in_the_answer_and_in_health() {
+    let app = spawn(Backend::Sqlite).await;
+    // No environment label, no policy default: stored under "unknown", reported.
+    let answer = alertmanager(&app, json!({"alertname": "DiskFull", "severity": "critical"})).await;
+    assert_eq!(answer["unmapped"][0]["reason"], "no_environment", "{answer}");
+    assert_eq!(answer["unmapped"][0]["signal"], "DiskFull", "{answer}");
+    // Labelled, it maps.
+    let answer = alertmanager(&app, json!({"alertname": "DiskFull", "env": "production"})).await;
+    assert_eq!(answer["unmapped"], json!([]), "{answer}");
+    // Metrics for a deployment Vercel never reported.
+    let res = post_generic(
+        &app,
+        "msg_unreg",
+        &json!({"environment": "production", "deployment_id": "dpl_ghost", "metrics": {"requests": 10}}),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    let answer = json(res).await;
+    assert_eq!(answer["unmapped"][0]["reason"], "unregistered_deployment", "{answer}");
+    assert!(answer["unmapped"][0]["detail"].as_str().unwrap().contains("Vercel deployment webhooks"));
+
+    let health = json(app.get("/api/health").await).await;
+    assert_eq!(
+        health["intake"]["unmapped_last_24h"],
+        json!({"alertmanager:no_environment": 1, "generic:unregistered_deployment": 1}),
+        "{health}"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_default_environment_maps_signals_that_name_none() {
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("ALERTMANAGER_TOKEN", AM_TOKEN),
+            (
+                "ROLLBACK_GUARD_POLICY_TOML",
+                "[signals]\ndefault_environment = \"production\"\n",
+            ),
+        ],
+    )
+    .await;
+    let answer = alertmanager(&app, json!({"alertname": "DiskFull"})).await;
+    assert_eq!(answer["unmapped"], json!([]), "{answer}");
+    let alerts = app
+        .store()
+        .list_docs("alert", &DocFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(alerts[0].scope, "production");
 }

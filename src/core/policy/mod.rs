@@ -30,6 +30,19 @@ pub struct Policy {
     pub channels: Channels,
     /// The app's database: migrations and backup policy.
     pub database: Database,
+    /// How deliveries that do not name an environment are attributed.
+    pub signals: Signals,
+}
+
+/// Attribution of signals that carry no environment (an Alertmanager alert
+/// without an `environment`/`env` label, a Sentry event without the
+/// `environment` tag, a generic batch without `environment`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signals {
+    /// Where such signals count. Unset: they are stored under `unknown`,
+    /// count nowhere, and are reported (intake answer, health, dashboard).
+    pub default_environment: Option<String>,
 }
 
 /// How rollbacks in one environment are decided.

@@ -7,6 +7,7 @@
 
 pub mod signal;
 pub mod sources;
+pub mod unmapped;
 pub mod verify;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::core::detect::window::minute_of;
 use crate::flows::registry;
 use crate::store::{Doc, RollupAdd, Store, StoreResult};
 use signal::{AlertSignal, MetricBatch, Signal};
+use unmapped::Unmapped;
 use verify::VerifyError;
 
 /// Webhook verification secrets, one per alert source.
@@ -229,7 +231,9 @@ pub fn parse(
 /// Stores every signal of one delivery (see [`record_delivery`]; without a
 /// delivery key, for signals that are not retried).
 pub async fn record(store: &dyn Store, signals: &[Signal], now: Timestamp) -> StoreResult<()> {
-    record_delivery(store, None, signals, now).await
+    record_delivery(store, None, signals, now, None)
+        .await
+        .map(|_| ())
 }
 
 /// Stores every signal of one delivery so that a retry after a failure
@@ -237,13 +241,17 @@ pub async fn record(store: &dyn Store, signals: &[Signal], now: Timestamp) -> St
 /// the delivery's counters are added in one atomic write together with a
 /// once-claim on `key` (its dedupe key). A retry whose counters already
 /// landed skips them; one whose counters did not land adds them whole.
+/// Signals without an environment count in `default_env` if given; what
+/// counts nowhere is returned (see [`unmapped`]).
 pub async fn record_delivery(
     store: &dyn Store,
     key: Option<&str>,
     signals: &[Signal],
     now: Timestamp,
-) -> StoreResult<()> {
+    default_env: Option<&str>,
+) -> StoreResult<Vec<Unmapped>> {
     let mut adds = Vec::new();
+    let mut unmapped = Vec::new();
     for s in signals {
         match s {
             Signal::Deployment(ev) => {
@@ -258,8 +266,14 @@ pub async fn record_delivery(
                     })
                     .await?;
             }
-            Signal::Metrics(m) => adds.push(rollup_of(store, m).await?),
-            Signal::Alert(a) => record_alert(store, a, now).await?,
+            Signal::Metrics(m) => adds.push(rollup_of(store, m, default_env, &mut unmapped).await?),
+            Signal::Alert(a) => {
+                let env = a.environment.as_deref().or(default_env);
+                if env.is_none() {
+                    unmapped.push(Unmapped::no_environment(&a.name));
+                }
+                record_alert(store, a, env.unwrap_or("unknown"), now).await?
+            }
         }
     }
     match key {
@@ -276,29 +290,59 @@ pub async fn record_delivery(
             }
         }
     }
-    Ok(())
+    // One report per signal and reason, however many minutes it spans.
+    let mut seen = std::collections::BTreeSet::new();
+    unmapped.retain(|u| seen.insert((u.reason, u.signal.clone())));
+    Ok(unmapped)
 }
 
 /// Claim scope of deliveries whose counters were added.
 const ROLLUP_SCOPE: &str = "intake_rollups";
 
 /// Where a metric batch counts: its environment and deployment (from the
-/// registry when the sender did not say), and its minute.
-async fn rollup_of(store: &dyn Store, m: &MetricBatch) -> StoreResult<RollupAdd> {
-    let (environment, deployment) = match (&m.environment, &m.deployment) {
-        (Some(env), Some(dep)) => (env.clone(), dep.clone()),
-        (None, Some(dep)) => {
-            let env = store
-                .deployment(dep)
-                .await?
-                .map_or_else(|| "production".to_string(), |d| d.environment);
-            (env, dep.clone())
+/// registry when the sender did not say), and its minute. A batch without an
+/// environment counts in `default_env`, else under `unknown`; either way one
+/// that names no known deployment is reported.
+async fn rollup_of(
+    store: &dyn Store,
+    m: &MetricBatch,
+    default_env: Option<&str>,
+    unmapped: &mut Vec<Unmapped>,
+) -> StoreResult<RollupAdd> {
+    let fallback = |unmapped: &mut Vec<Unmapped>, what: &str| match default_env {
+        Some(env) => env.to_string(),
+        None => {
+            unmapped.push(Unmapped::no_environment(what));
+            "unknown".to_string()
         }
+    };
+    let (environment, deployment) = match (&m.environment, &m.deployment) {
+        (Some(env), Some(dep)) => {
+            if store.deployment(dep).await?.is_none() {
+                unmapped.push(Unmapped::unregistered_deployment(dep, env));
+            }
+            (env.clone(), dep.clone())
+        }
+        (None, Some(dep)) => match store.deployment(dep).await? {
+            Some(d) => (d.environment, dep.clone()),
+            None => {
+                let env = fallback(unmapped, &format!("metrics of {dep}"));
+                unmapped.push(Unmapped::unregistered_deployment(dep, &env));
+                (env, dep.clone())
+            }
+        },
         (env, None) => {
-            let env = env.clone().unwrap_or_else(|| "production".into());
-            let dep = registry::current(store, &env)
-                .await?
-                .map_or_else(|| "unknown".to_string(), |c| c.deployment_id);
+            let env = match env {
+                Some(e) => e.clone(),
+                None => fallback(unmapped, "metrics"),
+            };
+            let dep = match registry::current(store, &env).await? {
+                Some(c) => c.deployment_id,
+                None => {
+                    unmapped.push(Unmapped::unregistered_deployment("(current)", &env));
+                    "unknown".to_string()
+                }
+            };
             (env, dep)
         }
     };
@@ -310,7 +354,12 @@ async fn rollup_of(store: &dyn Store, m: &MetricBatch) -> StoreResult<RollupAdd>
     })
 }
 
-async fn record_alert(store: &dyn Store, a: &AlertSignal, now: Timestamp) -> StoreResult<()> {
+async fn record_alert(
+    store: &dyn Store,
+    a: &AlertSignal,
+    environment: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
     let id = format!("{}:{}", a.source, a.fingerprint);
     crate::store::upsert_doc(store, ALERT_KIND, &id, |existing| {
         let first_seen = existing
@@ -321,7 +370,7 @@ async fn record_alert(store: &dyn Store, a: &AlertSignal, now: Timestamp) -> Sto
             kind: ALERT_KIND.into(),
             id: id.clone(),
             version: 0,
-            scope: a.environment.clone().unwrap_or_else(|| "unknown".into()),
+            scope: environment.into(),
             status: if a.firing { "firing" } else { "resolved" }.into(),
             updated_at: now,
             body: json!({
