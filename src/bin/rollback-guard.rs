@@ -54,11 +54,20 @@ enum Command {
     Incidents {
         #[command(flatten)]
         remote: Remote,
+        /// One incident in full.
         #[arg(long)]
         id: Option<String>,
-        /// open or resolved
+        /// open, resolved or closed
         #[arg(long)]
         status: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// At most this many (1-500, default 50).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Roll an environment back now: shows the plan, acts only with --yes.
     Rollback {
@@ -150,9 +159,29 @@ async fn main() -> ExitCode {
         } => serve(&host, port, !no_crons).await,
         Command::CheckConfig { policy } => check_config(policy).await,
         Command::Migrate => migrate().await,
-        Command::Status(r) => print(cli::status(&guard(&r)).await),
-        Command::Incidents { remote, id, status } => {
-            print(cli::incidents(&guard(&remote), id.as_deref(), status.as_deref()).await)
+        Command::Status(r) => match guard(&r) {
+            Ok(g) => print(cli::status(&g).await),
+            Err(e) => print(cli::fail(e)),
+        },
+        Command::Incidents {
+            remote,
+            id,
+            status,
+            environment,
+            limit,
+            json,
+        } => {
+            let q = cli::IncidentQuery {
+                id: id.as_deref(),
+                status: status.as_deref(),
+                environment: environment.as_deref(),
+                limit,
+                json,
+            };
+            match guard(&remote) {
+                Ok(g) => print(cli::incidents(&g, &q).await),
+                Err(e) => print(cli::fail(e)),
+            }
         }
         Command::Rollback {
             remote,
@@ -160,22 +189,21 @@ async fn main() -> ExitCode {
             target,
             reason,
             yes,
-        } => print(
-            cli::rollback(
-                &guard(&remote),
-                &environment,
-                target.as_deref(),
-                reason.as_deref(),
-                yes,
-            )
-            .await,
-        ),
+        } => match guard(&remote) {
+            Ok(g) => print(
+                cli::rollback(&g, &environment, target.as_deref(), reason.as_deref(), yes).await,
+            ),
+            Err(e) => print(cli::fail(e)),
+        },
         Command::Approve {
             remote,
             link_or_token,
             reject,
             yes,
-        } => print(cli::approve(&guard(&remote), &link_or_token, reject, yes).await),
+        } => match guard(&remote) {
+            Ok(g) => print(cli::approve(&g, &link_or_token, reject, yes).await),
+            Err(e) => print(cli::fail(e)),
+        },
         Command::Backup { command } => backup(command).await,
         Command::Migrations {
             command: MigrationsCommand::Check { dir, json },
@@ -265,7 +293,7 @@ fn newest_dump(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     files.pop()
 }
 
-fn guard(r: &Remote) -> cli::Guard {
+fn guard(r: &Remote) -> Result<cli::Guard, String> {
     cli::Guard::new(
         &r.url,
         std::env::var("OPERATOR_TOKEN")
@@ -276,7 +304,11 @@ fn guard(r: &Remote) -> cli::Guard {
 
 fn print(out: cli::Output) -> ExitCode {
     if out.code == 0 {
-        print!("{}", out.text);
+        // Like print!, but `| head` does not make it panic.
+        let text = out.text.strip_suffix('\n').unwrap_or(&out.text);
+        if !text.is_empty() {
+            rollback_guard::say!("{text}");
+        }
     } else {
         eprint!("{}", out.text);
         if !out.text.ends_with('\n') {

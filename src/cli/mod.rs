@@ -36,16 +36,31 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(base: &str, token: Option<String>) -> Self {
+    /// A guard at `base` (an http(s) URL); the error names the flag.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, String> {
+        match url::Url::parse(base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) => {
+                return Err(format!(
+                    "--url {base:?} is not an http(s) URL (scheme {:?})",
+                    u.scheme()
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "--url {base:?} is not a URL ({e}); try http://127.0.0.1:3000"
+                ))
+            }
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .expect("static client configuration");
-        Self {
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
-        }
+        })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
@@ -57,7 +72,14 @@ impl Guard {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {}", self.base, e.without_url()))?;
+            .map_err(|e| {
+                // The reason is a few sources down ("connection refused").
+                format!(
+                    "cannot reach {}: {}",
+                    self.base,
+                    crate::core::cause::chain(&e.without_url())
+                )
+            })?;
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(Value::Null);
         Ok((status, body))
@@ -104,12 +126,32 @@ pub async fn status(g: &Guard) -> Output {
             e["detail"].as_str().unwrap_or("")
         );
     }
+    for e in health["config"]["readiness"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "config    NOT READY {}: {}",
+            e["key"].as_str().unwrap_or("?"),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
     for w in health["config"]["warnings"]
         .as_array()
         .into_iter()
         .flatten()
     {
         let _ = writeln!(out, "config    warning: {}", w.as_str().unwrap_or(""));
+    }
+    if let Some(unmapped) = health["intake"]["unmapped_last_24h"].as_object() {
+        for (what, n) in unmapped {
+            let _ = writeln!(
+                out,
+                "intake    {n} signal(s) counted nowhere in 24 h: {what}"
+            );
+        }
     }
     match g.get("/api/incidents?status=open").await {
         Ok((200, body)) => {
@@ -139,18 +181,158 @@ pub async fn status(g: &Guard) -> Output {
     }
 }
 
-/// `incidents`: the list, or one incident in full.
-pub async fn incidents(g: &Guard, id: Option<&str>, status: Option<&str>) -> Output {
-    let path = match (id, status) {
-        (Some(id), _) => format!("/api/incidents/{id}"),
-        (None, Some(s)) => format!("/api/incidents?status={s}"),
-        (None, None) => "/api/incidents".into(),
+/// What `incidents` lists.
+pub struct IncidentQuery<'a> {
+    pub id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub limit: Option<u32>,
+    /// The API's JSON instead of a table.
+    pub json: bool,
+}
+
+/// `incidents`: a table (newest first, times in UTC), one incident in full,
+/// or with `json` the API's answer.
+pub async fn incidents(g: &Guard, q: &IncidentQuery<'_>) -> Output {
+    let path = match q.id {
+        Some(id) => format!("/api/incidents/{id}"),
+        None => {
+            let mut url = url::Url::parse("http://x/api/incidents").expect("constant URL");
+            {
+                let mut qp = url.query_pairs_mut();
+                if let Some(s) = q.status {
+                    qp.append_pair("status", s);
+                }
+                if let Some(e) = q.environment {
+                    qp.append_pair("environment", e);
+                }
+                if let Some(l) = q.limit {
+                    qp.append_pair("limit", &l.to_string());
+                }
+            }
+            match url.query() {
+                Some(qs) if !qs.is_empty() => format!("/api/incidents?{qs}"),
+                _ => "/api/incidents".into(),
+            }
+        }
     };
-    match g.get(&path).await {
-        Ok((200, body)) => ok(serde_json::to_string_pretty(&body).unwrap_or_default()),
-        Ok((s, body)) => fail(error_of(s, &body)),
-        Err(e) => fail(e),
+    let body = match g.get(&path).await {
+        Ok((200, body)) => body,
+        Ok((s, body)) => return fail(error_of(s, &body)),
+        Err(e) => return fail(e),
+    };
+    if q.json {
+        return ok(serde_json::to_string_pretty(&body).unwrap_or_default() + "\n");
     }
+    if q.id.is_some() {
+        return ok(incident_text(&body));
+    }
+    let list = body["incidents"].as_array().cloned().unwrap_or_default();
+    ok(incident_table(&list))
+}
+
+/// `2026-11-26T21:24:31.952Z` as `2026-11-26 21:24:31 UTC`.
+fn human_time(v: &Value) -> String {
+    match v.as_str() {
+        Some(t) if t.len() >= 19 => format!("{} {} UTC", &t[..10], &t[11..19]),
+        Some(t) => t.to_string(),
+        None => "-".into(),
+    }
+}
+
+fn incident_table(list: &[Value]) -> String {
+    if list.is_empty() {
+        return "no incidents\n".into();
+    }
+    let rows: Vec<[String; 6]> = list
+        .iter()
+        .map(|i| {
+            let s = |k: &str| i[k].as_str().unwrap_or("-").to_string();
+            [
+                s("id"),
+                s("environment"),
+                s("level"),
+                s("status"),
+                s("deployment_id"),
+                human_time(&i["opened_at"]),
+            ]
+        })
+        .collect();
+    let head = [
+        "ID",
+        "ENVIRONMENT",
+        "LEVEL",
+        "STATUS",
+        "DEPLOYMENT",
+        "OPENED",
+    ];
+    let mut widths = head.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+        }
+        l.push('\n');
+        l
+    };
+    let mut out = line(&head.map(String::from));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn incident_text(i: &Value) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let _ = writeln!(
+        out,
+        "{}  {} {} on {} ({})",
+        s(&i["id"]),
+        s(&i["environment"]),
+        s(&i["level"]),
+        s(&i["deployment_id"]),
+        s(&i["status"])
+    );
+    let _ = writeln!(out, "opened   {}", human_time(&i["opened_at"]));
+    if !i["resolved_at"].is_null() {
+        let _ = writeln!(out, "resolved {}", human_time(&i["resolved_at"]));
+    }
+    for f in i["findings"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "finding  {} {}: {}",
+            s(&f["level"]),
+            s(&f["rule"]),
+            s(&f["summary"])
+        );
+    }
+    if !i["approval"].is_null() {
+        let _ = writeln!(
+            out,
+            "approval {} ({} needed)",
+            s(&i["approval"]["state"]),
+            i["approval"]["quorum"]
+        );
+    }
+    if !i["execution"].is_null() {
+        let _ = writeln!(
+            out,
+            "rollback {} to {}",
+            s(&i["execution"]["status"]),
+            s(&i["execution"]["target_deployment"])
+        );
+    }
+    out
 }
 
 /// `rollback`: shows the plan; with `yes`, executes it.

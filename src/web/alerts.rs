@@ -71,7 +71,9 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
         ));
     }
     let default_env = config.policy.signals.default_environment.as_deref();
-    let unmapped = match record_delivery(store.as_ref(), Some(&key), &signals, now, default_env).await {
+    let unmapped = match record_delivery(store.as_ref(), Some(&key), &signals, now, default_env)
+        .await
+    {
         Ok(u) => u,
         Err(e) => {
             if let Err(release) = store.release_claim(&scope, &key).await {
@@ -81,9 +83,16 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
         }
     };
     if !unmapped.is_empty() {
-        tracing::warn!(source = source.name(), unmapped = unmapped.len(), "signals that count nowhere");
+        tracing::warn!(
+            source = source.name(),
+            unmapped = unmapped.len(),
+            "signals that count nowhere"
+        );
         // The delivery is stored; a failed count only loses the report.
-        if let Err(e) = crate::flows::intake::unmapped::count(store.as_ref(), source.name(), &unmapped, now).await {
+        if let Err(e) =
+            crate::flows::intake::unmapped::count(store.as_ref(), source.name(), &unmapped, now)
+                .await
+        {
             tracing::warn!(error = %e, "could not count unmapped signals");
         }
     }

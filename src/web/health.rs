@@ -44,7 +44,9 @@ pub async fn get(app: &App, head: bool) -> Response {
     let mut intake = serde_json::Value::Null;
     if store_ok {
         if let Ok(s) = app.store().await {
-            if let Ok(counts) = crate::flows::intake::unmapped::last_day(s.as_ref(), app.clock().now()).await {
+            if let Ok(counts) =
+                crate::flows::intake::unmapped::last_day(s.as_ref(), app.clock().now()).await
+            {
                 intake = json!({"unmapped_last_24h": counts});
             }
         }

@@ -1,4 +1,4 @@
-//! `GET /api/incidents` (newest first; `?status=open|resolved`,
+//! `GET /api/incidents` (newest first; `?status=open|resolved|closed`,
 //! `?environment=…`, `?limit=…`) and `GET /api/incidents/{id}` (the incident
 //! with its approval request, execution and audit trail). Operator token.
 
@@ -88,11 +88,11 @@ pub async fn get(app: &App, req: &Request) -> Result<Response, ApiError> {
     let status = query(req, "status");
     if status
         .as_deref()
-        .is_some_and(|s| s != "open" && s != "resolved")
+        .is_some_and(|s| !matches!(s, "open" | "resolved" | "closed"))
     {
         return Err(ApiError::bad_request(
             "invalid_status",
-            "status must be open or resolved",
+            "status must be open, resolved or closed",
         ));
     }
     let filter = DocFilter {

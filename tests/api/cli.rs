@@ -28,7 +28,8 @@ async fn run(app: &TestApp, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_the_cli() {
-    let policy = "[environments.production]\napprovers = [\"alice@example.com\"]\n";
+    let policy =
+        "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n";
     let app = TestApp::spawn(
         Backend::Sqlite,
         &[
@@ -56,10 +57,45 @@ async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_t
         "{out}"
     );
 
-    let (code, out, _) = run(&app, &["incidents", "--status", "open"]).await;
+    let (code, out, _) = run(&app, &["incidents", "--status", "open", "--json"]).await;
     assert_eq!(code, 0);
+    assert!(out.ends_with('\n'), "{out:?}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     let incident = list["incidents"][0]["id"].as_str().unwrap().to_string();
+
+    // By default a table, times in UTC, filters passed on.
+    let (code, out, err) = run(
+        &app,
+        &["incidents", "--environment", "production", "--limit", "5"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID")
+            && lines[0].contains("ENVIRONMENT")
+            && lines[0].ends_with("OPENED"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with(&incident), "{out}");
+    assert!(
+        lines[1].contains("production")
+            && lines[1].contains("critical")
+            && lines[1].contains("dpl_bad"),
+        "{out}"
+    );
+    assert!(lines[1].ends_with(" UTC"), "{out}");
+    let (_, out, _) = run(&app, &["incidents", "--environment", "staging"]).await;
+    assert_eq!(out, "no incidents\n");
+    let (code, out, _) = run(&app, &["incidents", "--id", &incident]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!(
+            "{incident}  production critical on dpl_bad (open)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("finding  critical error_rate:"), "{out}");
 
     // Approve via the approver's token: first shown, then recorded with --yes.
     let apr = format!("apr_{incident}");
@@ -340,6 +376,10 @@ async fn serve_keeps_serving_after_its_stdout_is_closed() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CRON_SECRET", "cron-secret-0123456789")
         .env("ROLLBACK_GUARD_SQLITE_PATH", dir.path().join("guard.db"))
+        .env(
+            "ROLLBACK_GUARD_POLICY_TOML",
+            "[environments.production]\napprovers = [\"a@example.com\"]\n[channels]\norder = [\"console\"]\n",
+        )
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -367,4 +407,57 @@ async fn serve_keeps_serving_after_its_stdout_is_closed() {
     }
     assert!(answered, "the server never answered");
     let _ = child.kill().await;
+}
+
+#[tokio::test]
+async fn a_bad_url_or_an_unreachable_guard_says_why() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
+        .args(["status", "--url", "notaurl"])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--url \"notaurl\" is not a URL"), "{err}");
+    assert!(!err.contains("builder error"), "{err}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
+        .args(["incidents", "--url", &format!("http://127.0.0.1:{port}")])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("cannot reach") && err.contains("connection refused"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn status_shows_why_the_guard_is_not_ready() {
+    let app = TestApp::spawn(
+        super::helpers::Backend::Sqlite,
+        &[
+            ("OPERATOR_TOKEN", OPERATOR),
+            (
+                "ROLLBACK_GUARD_POLICY_TOML",
+                "[environments.production]\napproval = \"required\"\napprovers = []\n",
+            ),
+        ],
+    )
+    .await;
+    let (code, _, out) = run(&app, &["status"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("config    NOT READY ROLLBACK_GUARD_POLICY_TOML environments.production.approvers: approval is required but nobody is listed"),
+        "{out}"
+    );
 }

@@ -360,7 +360,11 @@ async fn log_drain_batches_count_requests_once_and_crashes_as_errors() {
         .iter()
         .map(|u| u["reason"].as_str().unwrap())
         .collect();
-    assert_eq!(reasons, ["no_environment", "unregistered_deployment"], "{answer}");
+    assert_eq!(
+        reasons,
+        ["no_environment", "unregistered_deployment"],
+        "{answer}"
+    );
     let w = rollback_guard::core::detect::window::Window::from_rows(
         &app.store()
             .rollups("unknown", "dpl_d", minute, minute + 1)
@@ -561,8 +565,15 @@ fn rand_suffix() -> u64 {
 async fn signals_that_count_nowhere_are_reported_in_the_answer_and_in_health() {
     let app = spawn(Backend::Sqlite).await;
     // No environment label, no policy default: stored under "unknown", reported.
-    let answer = alertmanager(&app, json!({"alertname": "DiskFull", "severity": "critical"})).await;
-    assert_eq!(answer["unmapped"][0]["reason"], "no_environment", "{answer}");
+    let answer = alertmanager(
+        &app,
+        json!({"alertname": "DiskFull", "severity": "critical"}),
+    )
+    .await;
+    assert_eq!(
+        answer["unmapped"][0]["reason"], "no_environment",
+        "{answer}"
+    );
     assert_eq!(answer["unmapped"][0]["signal"], "DiskFull", "{answer}");
     // Labelled, it maps.
     let answer = alertmanager(&app, json!({"alertname": "DiskFull", "env": "production"})).await;
@@ -576,8 +587,14 @@ async fn signals_that_count_nowhere_are_reported_in_the_answer_and_in_health() {
     .await;
     assert_eq!(res.status(), 202);
     let answer = json(res).await;
-    assert_eq!(answer["unmapped"][0]["reason"], "unregistered_deployment", "{answer}");
-    assert!(answer["unmapped"][0]["detail"].as_str().unwrap().contains("Vercel deployment webhooks"));
+    assert_eq!(
+        answer["unmapped"][0]["reason"], "unregistered_deployment",
+        "{answer}"
+    );
+    assert!(answer["unmapped"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("Vercel deployment webhooks"));
 
     let health = json(app.get("/api/health").await).await;
     assert_eq!(
