@@ -52,7 +52,14 @@ pub async fn check(
                 crate::core::duration::format(p.timeout)
             )),
         ),
-        Err(e) => (None, Some(format!("request failed: {}", e.without_url()))),
+        // The reason ("connection refused", a DNS failure) is a few sources down.
+        Err(e) => (
+            None,
+            Some(format!(
+                "request failed: {}",
+                crate::core::cause::chain(&e.without_url())
+            )),
+        ),
         Ok(r) => {
             let status = r.status().as_u16();
             if status != p.expect_status {

@@ -53,8 +53,17 @@ async fn probes_run_concurrently_and_record_failures_per_deployment() {
         ),
     ])
     .await;
+    // Nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let policy = format!(
         r#"
+[[probes]]
+name = "down"
+url = "http://127.0.0.1:{closed}/health"
 [[probes]]
 name = "ok"
 url = "{upstream}/ok"
@@ -104,6 +113,8 @@ body_contains = "good"
     assert_eq!(by_name("ok")["ok"], true);
     assert_eq!(by_name("ok")["deployment"], "dpl_1");
     assert_eq!(by_name("broken")["error"], "status 500, expected 200");
+    let down = by_name("down")["error"].as_str().unwrap().to_lowercase();
+    assert!(down.contains("connection refused"), "{down}");
     assert!(by_name("slow")["error"]
         .as_str()
         .unwrap()
@@ -131,7 +142,8 @@ body_contains = "good"
             .await
             .unwrap(),
     );
-    assert_eq!((w.probe_ok, w.probe_fail), (2, 6));
+    // Two runs: "ok" passes, "down", "broken", "slow" and "body" fail.
+    assert_eq!((w.probe_ok, w.probe_fail), (2, 8));
 }
 
 #[tokio::test]
