@@ -12,13 +12,7 @@ use crate::flows::execute::{execution_id, EXECUTION_KIND};
 use crate::runtime::app::App;
 use crate::store::{Doc, DocFilter, Store, StoreResult};
 use crate::web::error::ApiError;
-use crate::web::respond::{json_response, Request, Response};
-
-fn query(req: &Request, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
+use crate::web::respond::{json_response, query, Request, Response};
 
 /// An incident as operators see it.
 pub fn incident_json(d: &Doc) -> Value {
@@ -35,12 +29,27 @@ pub fn incident_json(d: &Doc) -> Value {
 }
 
 /// Everything known about one incident.
+/// A break-glass rollback (`manual_…`, started from `/api/rollback`) has no
+/// incident document; it is shown from its execution, as `kind: "manual"`.
 pub async fn detail(store: &dyn Store, id: &str) -> StoreResult<Option<Value>> {
-    let Some(inc) = store.get_doc(INCIDENT_KIND, id).await? else {
-        return Ok(None);
-    };
+    let inc = store.get_doc(INCIDENT_KIND, id).await?;
     let approval = store.get_doc(APPROVAL_KIND, &format!("apr_{id}")).await?;
     let execution = store.get_doc(EXECUTION_KIND, &execution_id(id)).await?;
+    let inc = match (inc, &execution) {
+        (Some(inc), _) => inc,
+        (None, Some(e)) => Doc {
+            kind: INCIDENT_KIND.into(),
+            id: id.to_string(),
+            version: 0,
+            scope: e.body["environment"].as_str().unwrap_or("").to_string(),
+            status: e.status.clone(),
+            updated_at: e.updated_at,
+            body: json!({"kind": "manual", "deployment_id": e.body["from_deployment"],
+                         "opened_at": e.body["created_at"], "reason": e.body["reason"],
+                         "requested_by": e.body["requested_by"]}),
+        },
+        (None, None) => return Ok(None),
+    };
     let mut subjects = vec![id.to_string(), format!("apr_{id}"), execution_id(id)];
     subjects.extend(inc.body["deployment_id"].as_str().map(String::from));
     // Indexed by subject: only this incident's records are read.
@@ -51,9 +60,12 @@ pub async fn detail(store: &dyn Store, id: &str) -> StoreResult<Option<Value>> {
         .map(|r| json!({"seq": r.seq, "at": r.entry.at.to_rfc3339(), "actor": r.entry.actor, "action": r.entry.action, "subject": r.entry.subject, "detail": r.entry.detail}))
         .collect();
     let mut out = incident_json(&inc);
+    out["kind"] = json!(inc.body["kind"].as_str().unwrap_or("incident"));
+    out["reason"] = inc.body["reason"].clone();
+    out["outcome"] = inc.body["outcome"].clone();
     out["verdict"] = inc.body["verdict"].clone();
     out["approval"] = approval.map_or(Value::Null, |a| json!({"id": a.id, "state": a.status, "quorum": a.body["quorum"], "decisions": a.body["decisions"], "expires_at": a.body["expires_at"]}));
-    out["execution"] = execution.map_or(Value::Null, |e| json!({"id": e.id, "status": e.status, "target_deployment": e.body["target_deployment"], "steps": e.body["steps"], "verification": e.body["verification"]}));
+    out["execution"] = execution.map_or(Value::Null, |e| json!({"id": e.id, "status": e.status, "target_deployment": e.body["target_deployment"], "steps": e.body["steps"], "verification": e.body["verification"], "dry_run": e.body["dry_run"], "error": e.body["error"], "refused": e.body["refused"], "plan": e.body["plan"]}));
     out["audit"] = json!(trail);
     Ok(Some(out))
 }

@@ -84,12 +84,13 @@ pub async fn rollback(app: &App, req: Request) -> Result<Response, ApiError> {
     if body.preview {
         return Ok(json_response(
             StatusCode::OK,
-            &json!({"preview": true, "plan": plan_json}),
+            &json!({"preview": true, "incident_id": plan.incident_id, "plan": plan_json}),
         ));
     }
     let result = crate::flows::decide::run_described(&ctx, &plan, plan_json.clone()).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"plan": plan_json, "rollback": result}),
+        // The id opens it like an incident (dashboard, /api/incidents/{id}).
+        &json!({"incident_id": plan.incident_id, "plan": plan_json, "rollback": result}),
     ))
 }

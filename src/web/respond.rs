@@ -83,3 +83,10 @@ pub fn base_url(config: &crate::runtime::config::Config, req: &Request) -> Strin
         host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("[::1]");
     format!("{}://{host}", if local { "http" } else { "https" })
 }
+
+/// The first value of query parameter `key`, decoded.
+pub fn query(req: &Request, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}

@@ -80,10 +80,21 @@ async fn the_dashboard_needs_the_operator_token_and_shows_the_history() {
         "dpl_good",
         "last known good",
         "<svg",
-        "Error rate, last 60 min",
+        "Error rate (5xx share), per minute",
+        "P95 latency, per minute",
+        // Thresholds from the policy, deployment markers, the incident window.
+        ">warning 2%<",
+        ">critical 5%<",
+        ">critical 1000 ms<",
+        "dpl_bad (current)",
+        "class=\"incident\"",
+        // Times say their zone; the role column has a header.
+        " UTC<",
+        "<th>Role</th>",
         "verified",
         "rollback_succeeded",
         "(dry run)",
+        "href=\"/api/dashboard?incident=inc_",
     ] {
         assert!(page.contains(want), "dashboard lacks {want:?}");
     }
@@ -96,7 +107,88 @@ async fn the_dashboard_needs_the_operator_token_and_shows_the_history() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let _ = json!(null);
+
+    // An incident's detail view: findings and evidence, the plan, the
+    // approval state, the rollback and its audit trail.
+    let incident = app
+        .store()
+        .list_docs("incident", &Default::default(), 1)
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    let detail = app
+        .client
+        .get(app.url(&format!("/api/dashboard?incident={incident}")))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detail.status(), 200);
+    let detail = detail.text().await.unwrap();
+    for want in [
+        "<h1>Incident <code>inc_",
+        "<h2>Findings</h2>",
+        "error_rate",
+        "<summary>evidence</summary>",
+        "<h2>Plan</h2>",
+        "Vercel Instant Rollback from dpl_bad to dpl_good",
+        "No approval was requested.",
+        "(dry run: nothing was called)",
+        "incident_opened",
+        "rollback_succeeded",
+        " UTC<",
+    ] {
+        assert!(detail.contains(want), "detail lacks {want:?}: {detail}");
+    }
+
+    // A break-glass rollback opens like an incident, here and in the API.
+    let res = app
+        .client
+        .post(app.url("/api/rollback"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"environment": "production", "reason": "checkout broken"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let manual = body["incident_id"].as_str().unwrap().to_string();
+    assert!(manual.starts_with("manual_"), "{body}");
+    let page = app
+        .client
+        .get(app.url(&format!("/api/dashboard?incident={manual}")))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("Break-glass rollback") && page.contains("checkout broken"),
+        "{page}"
+    );
+    assert!(page.contains("an operator started this rollback"), "{page}");
+    let api = app
+        .client
+        .get(app.url(&format!("/api/incidents/{manual}")))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    let api: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(api["kind"], "manual");
+    assert_eq!(api["execution"]["target_deployment"], "dpl_good");
+    // Unknown ids are a 404 page, not an error.
+    let missing = app
+        .client
+        .get(app.url("/api/dashboard?incident=inc_nope"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,6 +210,34 @@ async fn the_dashboard_renders_in_a_real_browser() {
         page.contains("Audit trail") && page.contains("<svg"),
         "{page}"
     );
+    // What the browser laid out: the charts share the page's width, with
+    // ticks on both axes, thresholds and deployment markers.
+    let layout = browser
+        .call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": "const main = document.querySelector('main').getBoundingClientRect().width;\
+                const charts = [...document.querySelectorAll('svg.chart')].map(s => s.getBoundingClientRect().width);\
+                return {main, charts, yticks: document.querySelectorAll('svg.chart .ytick').length,\
+                        xticks: document.querySelectorAll('svg.chart .xtick').length,\
+                        thresholds: document.querySelectorAll('svg.chart .threshold').length,\
+                        deploys: document.querySelectorAll('svg.chart .deploy').length};", "args": []})),
+        )
+        .await;
+    let main = layout["main"].as_f64().unwrap();
+    let charts: Vec<f64> = layout["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_f64().unwrap())
+        .collect();
+    assert_eq!(charts.len(), 2, "{layout}");
+    let total: f64 = charts.iter().sum();
+    assert!(total > 0.9 * main, "charts fill the width: {layout}");
+    assert!(layout["yticks"].as_u64().unwrap() >= 6, "{layout}");
+    assert!(layout["xticks"].as_u64().unwrap() >= 6, "{layout}");
+    assert_eq!(layout["thresholds"], 4, "{layout}");
+    assert!(layout["deploys"].as_u64().unwrap() >= 2, "{layout}");
     let png = browser.screenshot().await;
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // Width and height from the IHDR chunk: the window is 1000 px wide.
@@ -126,6 +246,22 @@ async fn the_dashboard_renders_in_a_real_browser() {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("dashboard.png"), &png).unwrap();
+
+    // The incident's detail view, reached by its link.
+    browser.click("a[href^='/api/dashboard?incident=']").await;
+    let mut detail = String::new();
+    for _ in 0..50 {
+        detail = browser.source().await;
+        if detail.contains("<h2>Findings</h2>") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        detail.contains("<h2>Plan</h2>") && detail.contains("<h2>Audit trail</h2>"),
+        "{detail}"
+    );
+    std::fs::write(out.join("incident.png"), browser.screenshot().await).unwrap();
 }
 
 #[tokio::test]
