@@ -47,6 +47,7 @@ else:
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     env = {"PATH": os.environ.get("PATH", ""), "VERCEL_DEV": "1", "VERCEL_DEV_PORT": str(port),
            "ROLLBACK_GUARD_SQLITE_PATH": os.path.join(work, "guard.db"), "RUST_LOG": "warn"}
+    started = time.monotonic()
     proc = subprocess.Popen([health], cwd=work, env=env, stdout=subprocess.DEVNULL)
     body = b""
     try:
@@ -60,7 +61,10 @@ else:
             except OSError:
                 time.sleep(0.1)
     finally:
+        cold_ms = (time.monotonic() - started) * 1000
         proc.kill()
+    # Process start to the first answered request (includes opening SQLite).
+    print(f"cold start (spawn to first /api/health answer): {cold_ms:.0f} ms")
     if b'"config"' not in body:
         fail.append(f"the built health function did not answer: {body[:200]!r}")
 

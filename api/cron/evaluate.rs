@@ -1,14 +1,7 @@
 //! Vercel function: GET /api/cron/evaluate — Vercel cron: rule evaluation, resumes rollbacks.
-//! Thin by design: all behaviour lives in the `rollback_guard` library.
+//! Thin by design: all behaviour lives in the `rollback_guard` library, and
+//! the function's runtime is instantiated there once for every function.
 
-use rollback_guard::runtime::vercel;
-use vercel_runtime::{run, service_fn, Error};
-
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    let app = vercel::init();
-    run(service_fn(move |req, state| {
-        vercel::handle(app.clone(), req, state)
-    }))
-    .await
+fn main() -> Result<(), vercel_runtime::Error> {
+    rollback_guard::runtime::vercel::main()
 }

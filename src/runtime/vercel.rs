@@ -1,10 +1,13 @@
 //! Adapter from `vercel_runtime` to the shared router. Each `api/*.rs`
-//! function is `run(service_fn(...))` around [`handle`]; the app state is
-//! built once per instance and reused across warm invocations.
+//! function's `main` is [`main`]: `run(service_fn(...))` around [`handle`],
+//! instantiated once here in the library rather than once per function, so
+//! Vercel's ten builds compile the runtime's generic server stack once and
+//! each function only links. The app state is built once per instance and
+//! reused across warm invocations.
 
 use std::sync::Arc;
 
-use vercel_runtime::{AppState, Error, Request, Response, ResponseBody};
+use vercel_runtime::{run, service_fn, AppState, Error, Request, Response, ResponseBody};
 
 use crate::runtime::app::App;
 
@@ -24,4 +27,18 @@ pub async fn handle(
     let res = crate::web::handle_incoming(&app, req).await;
     let (parts, body) = res.into_parts();
     Ok(Response::from_parts(parts, ResponseBody::from(body)))
+}
+
+/// A Vercel function's whole `main`: a Tokio runtime serving [`handle`].
+pub fn main() -> Result<(), Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let app = init();
+            run(service_fn(move |req, state| {
+                handle(app.clone(), req, state)
+            }))
+            .await
+        })
 }

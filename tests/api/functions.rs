@@ -32,6 +32,11 @@ async fn start(exe: &str, dir: &std::path::Path) -> Function {
         .env("VERCEL_DEV_PORT", port.to_string())
         .env("CRON_SECRET", CRON_SECRET)
         .env("ROLLBACK_GUARD_SQLITE_PATH", dir.join("guard.db"))
+        // A policy the guard can act on (health is 503 until someone is listed).
+        .env(
+            "ROLLBACK_GUARD_POLICY_TOML",
+            "[environments.production]\napprovers = [\"a@example.com\"]\n[channels]\norder = [\"console\"]\n",
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
