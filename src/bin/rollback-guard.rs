@@ -421,14 +421,35 @@ async fn check_config(policy: Option<String>) -> ExitCode {
 }
 
 async fn migrate() -> ExitCode {
-    let app = App::from_env();
-    if let Some(errs) = app.config_errors() {
-        eprintln!("configuration is invalid:\n{errs}");
-        return ExitCode::from(2);
-    }
-    match app.store().await {
-        Ok(s) => {
-            rollback_guard::say!("{} store is at the current schema", s.backend());
+    let c = match Config::from_env() {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("configuration is invalid:\n{errs}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match rollback_guard::store::connect_with(&c.store, c.store_timeouts).await {
+        Ok(s) => s.migrate().await.map(|m| (s.backend(), m)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((backend, m)) if m.from == 0 => {
+            rollback_guard::say!("created the {backend} store's schema (version {})", m.to);
+            ExitCode::SUCCESS
+        }
+        Ok((backend, m)) if m.from < m.to => {
+            rollback_guard::say!(
+                "upgraded the {backend} store's schema from version {} to {}",
+                m.from,
+                m.to
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((backend, m)) => {
+            rollback_guard::say!(
+                "the {backend} store is at the current schema (version {})",
+                m.to
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -85,8 +85,15 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbRollbackErro
     })?
     .map_err(|e| DbRollbackError::Unavailable(e.to_string()))?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "app database connection ended");
+        match conn.await {
+            Ok(()) => {}
+            // Terminated by the server on purpose (a scratch database
+            // dropped WITH (FORCE) after a backup check, a pg_terminate_backend):
+            // a query in flight reports it; the connection's end is no news.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => {
+                tracing::debug!(error = %e, "app database connection terminated by the server");
+            }
+            Err(e) => tracing::warn!(error = %e, "app database connection ended"),
         }
     });
     Ok(client)

@@ -123,10 +123,11 @@ impl App {
         self.store
             .get_or_try_init(|| async move {
                 let s = store::connect_with(&cfg.store, cfg.store_timeouts).await?;
-                let version = s.migrate().await?;
+                let m = s.migrate().await?;
                 tracing::info!(
                     backend = s.backend(),
-                    schema_version = version,
+                    schema_version = m.to,
+                    migrated_from = m.from,
                     "store ready"
                 );
                 Ok(s)

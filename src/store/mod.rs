@@ -25,7 +25,8 @@ pub use postgres::PostgresStore;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd, RollupRow, MAX_PREFIX,
+    Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration, RollupAdd, RollupRow,
+    MAX_PREFIX,
 };
 
 /// Store backend selection.
@@ -110,8 +111,8 @@ pub trait Store: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
 
     /// Creates or upgrades the guard's own schema. Idempotent and safe to run
-    /// concurrently from several instances. Returns the schema version.
-    async fn migrate(&self) -> StoreResult<u32>;
+    /// concurrently from several instances. Returns the versions before and after.
+    async fn migrate(&self) -> StoreResult<Migration>;
 
     /// Takes the lease `name` for `holder` until `now + ttl`. Succeeds if the
     /// lease is free, expired, or already held by `holder` (which renews it).

@@ -11,8 +11,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd,
-    RollupRow, Store, StoreError, StoreResult,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration,
+    RollupAdd, RollupRow, Store, StoreError, StoreResult,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -294,7 +294,7 @@ impl Store for PostgresStore {
             .map(|_| ())
     }
 
-    async fn migrate(&self) -> StoreResult<u32> {
+    async fn migrate(&self) -> StoreResult<Migration> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         // Serialises concurrent cold starts; released at commit.
@@ -331,7 +331,10 @@ impl Store for PostgresStore {
             .map_err(pg_err)?;
         }
         tx.commit().await.map_err(pg_err)?;
-        Ok(u32::try_from(MIGRATIONS.len()).expect("few migrations"))
+        Ok(Migration {
+            from: u32::try_from(current).unwrap_or(0),
+            to: u32::try_from(MIGRATIONS.len()).expect("few migrations"),
+        })
     }
 
     async fn try_acquire_lease(

@@ -12,8 +12,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd,
-    RollupRow, Store, StoreError, StoreResult, MAX_CAS_ATTEMPTS,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration,
+    RollupAdd, RollupRow, Store, StoreError, StoreResult, MAX_CAS_ATTEMPTS,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -342,7 +342,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn migrate(&self) -> StoreResult<u32> {
+    async fn migrate(&self) -> StoreResult<Migration> {
         // Keys are created on write; the version key records what layout they follow.
         let mut conn = self.conn.clone();
         let key = self.key(&["schema_version"]);
@@ -351,7 +351,10 @@ impl Store for RedisStore {
             Some(v) if v > SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
                 "schema version {v} is newer than this build ({SCHEMA_VERSION})"
             ))),
-            Some(v) if v >= SCHEMA_VERSION => Ok(SCHEMA_VERSION),
+            Some(v) if v >= SCHEMA_VERSION => Ok(Migration {
+                from: v,
+                to: SCHEMA_VERSION,
+            }),
             _ => {
                 // Index the records appended before subjects were indexed
                 // (every later append indexes its own record).
@@ -378,7 +381,10 @@ impl Store for RedisStore {
                     let _: () = pipe.query_async(&mut conn).await.map_err(redis_err)?;
                 }
                 let _: () = conn.set(&key, SCHEMA_VERSION).await.map_err(redis_err)?;
-                Ok(SCHEMA_VERSION)
+                Ok(Migration {
+                    from: current.unwrap_or(0),
+                    to: SCHEMA_VERSION,
+                })
             }
         }
     }

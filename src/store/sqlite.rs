@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, RollupAdd,
-    RollupRow, Store, StoreError, StoreResult,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration,
+    RollupAdd, RollupRow, Store, StoreError, StoreResult,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -250,7 +250,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn migrate(&self) -> StoreResult<u32> {
+    async fn migrate(&self) -> StoreResult<Migration> {
         self.with(|c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -264,7 +264,10 @@ impl Store for SqliteStore {
                     .map_err(sql_err)?;
             }
             tx.commit().map_err(sql_err)?;
-            Ok(MIGRATIONS.len() as u32)
+            Ok(Migration {
+                from: current,
+                to: MIGRATIONS.len() as u32,
+            })
         })
         .await
     }

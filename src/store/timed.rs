@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Deployment, Doc, DocFilter, DocWrite, RollupRow, Store, StoreError, StoreResult};
+use super::{
+    Deployment, Doc, DocFilter, DocWrite, Migration, RollupRow, Store, StoreError, StoreResult,
+};
 use crate::core::audit::{AuditEntry, AuditRecord};
 use crate::core::clock::Timestamp;
 
@@ -69,7 +71,7 @@ impl Store for TimedStore {
     async fn ping(&self) -> StoreResult<()> {
         bounded(self.limit, "a ping", self.inner.ping()).await
     }
-    async fn migrate(&self) -> StoreResult<u32> {
+    async fn migrate(&self) -> StoreResult<Migration> {
         // Schema changes may take longer than one operation.
         bounded(self.limit * 6, "a migration", self.inner.migrate()).await
     }

@@ -108,3 +108,11 @@ pub struct RollupAdd {
     pub minute: i64,
     pub values: Vec<(String, f64)>,
 }
+
+/// What [`super::Store::migrate`] did: the schema version before and after.
+/// `from == 0` means the schema was created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    pub from: u32,
+    pub to: u32,
+}

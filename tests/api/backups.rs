@@ -181,6 +181,27 @@ async fn destructive_migrations_need_a_pre_migration_backup_and_verify_restores_
         record.status, "verified",
         "this is what lets the destructive down run"
     );
+    // The CLI's `backup verify` says what it did and nothing alarming: the
+    // scratch database going away is not a warning.
+    let guard = super::helpers::TestStore::new(Backend::Postgres).await;
+    let rollback_guard::store::StoreConfig::Postgres { url, schema } = guard.config.clone() else {
+        unreachable!()
+    };
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
+        .args(["backup", "verify", "--file", pre.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url.expose())
+        .env("DATABASE_SCHEMA", &schema)
+        .env("ROLLBACK_GUARD_POLICY_TOML", &policy)
+        .env("BACKUP_DIR", dir.path())
+        .env("APP_DATABASE_URL", &db.url)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
 
     // A corrupt dump fails verification, and says so.
     let bad = dir

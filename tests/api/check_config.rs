@@ -133,3 +133,73 @@ async fn a_store_that_does_not_answer_fails_the_check_and_names_the_host() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reachable"), "{out}");
 }
+
+async fn migrate(dir: &std::path::Path, vars: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"));
+    cmd.arg("migrate")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROLLBACK_GUARD_SQLITE_PATH", dir.join("guard.db"));
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn migrate_says_whether_it_created_the_schema_and_logs_no_postgres_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = migrate(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("created the sqlite store's schema (version "),
+        "{out}"
+    );
+    let (code, out) = migrate(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("the sqlite store is at the current schema"),
+        "{out}"
+    );
+
+    // Postgres, in a schema of its own: its "already exists, skipping"
+    // NOTICEs stay out of the log at the default level.
+    let ts = TestStore::new(Backend::Postgres).await;
+    let rollback_guard::store::StoreConfig::Postgres { url, schema } = ts.config.clone() else {
+        unreachable!()
+    };
+    let fresh = format!("{schema}_cli");
+    let vars = [
+        ("DATABASE_URL", url.expose()),
+        ("DATABASE_SCHEMA", fresh.as_str()),
+    ];
+    let (code, out) = migrate(dir.path(), &vars).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("created the postgres store's schema"),
+        "{out}"
+    );
+    let (code, out) = migrate(dir.path(), &vars).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("the postgres store is at the current schema"),
+        "{out}"
+    );
+    assert!(!out.contains("NOTICE"), "{out}");
+    let drop = rollback_guard::store::PostgresStore::connect(
+        url.expose(),
+        &fresh,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    drop.drop_schema().await.unwrap();
+}

@@ -65,7 +65,7 @@ impl Store for FaultyStore {
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
-    async fn migrate(&self) -> StoreResult<u32> {
+    async fn migrate(&self) -> StoreResult<rollback_guard::store::Migration> {
         self.inner.migrate().await
     }
     async fn try_acquire_lease(
