@@ -82,6 +82,7 @@ async fn operators_list_incidents_and_read_one_with_its_audit_trail() {
         .await
         .unwrap();
     assert_eq!(json(res).await["code"], "invalid_limit");
+    // Closed (rolled back) incidents can be listed; other statuses are refused.
     let res = app
         .client
         .get(app.url("/api/incidents?status=closed"))
@@ -89,5 +90,15 @@ async fn operators_list_incidents_and_read_one_with_its_audit_trail() {
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["incidents"], serde_json::json!([]));
+    let res = app
+        .client
+        .get(app.url("/api/incidents?status=bogus"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["code"], "invalid_status");
 }
