@@ -387,9 +387,48 @@ pub async fn rollback(
             if let Some(e) = r["error"].as_str() {
                 let _ = writeln!(out, "error: {e}");
             }
-            // Superseded, refused, failed or still running: not done.
+            // Each step as it ran, from the execution record.
+            if let Some(id) = b["incident_id"].as_str() {
+                if let Ok((200, d)) = g.get(&format!("/api/incidents/{id}")).await {
+                    for st in d["execution"]["steps"].as_array().into_iter().flatten() {
+                        let _ = writeln!(
+                            out,
+                            "  step {}: {}",
+                            st["kind"].as_str().unwrap_or("?"),
+                            st["status"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+            }
+            let v = &r["verification"];
+            let healthy = v["healthy"].as_bool();
+            match healthy {
+                Some(true) => {
+                    let n = v["probes"].as_array().map_or(0, Vec::len);
+                    let _ = if n == 0 {
+                        writeln!(out, "verification: no probes configured for this environment (nothing checked)")
+                    } else {
+                        writeln!(out, "verification: all {n} probes passed")
+                    };
+                }
+                Some(false) => {
+                    let reasons: Vec<&str> = v["reasons"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let _ = writeln!(out, "verification FAILED: {}", reasons.join("; "));
+                }
+                None => {
+                    if let Some(skipped) = v["skipped"].as_str() {
+                        let _ = writeln!(out, "verification skipped: {skipped}");
+                    }
+                }
+            }
+            // Superseded, refused, failed, still running or unhealthy after: not done.
             Output {
-                code: u8::from(r["status"] != "succeeded"),
+                code: u8::from(r["status"] != "succeeded" || healthy == Some(false)),
                 text: out,
             }
         }

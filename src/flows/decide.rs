@@ -498,6 +498,9 @@ async fn finish(ctx: &Ctx<'_>, id: &str, progress: &Progress) -> StoreResult<Val
             Progress::Succeeded => (
                 format!("[{env}] rolled back to {target}{dry}"),
                 match healthy {
+                    Some(true) if verification["probes"].as_array().is_some_and(Vec::is_empty) => {
+                        format!("Verification: no probes are configured for {env}, so nothing was checked.")
+                    }
                     Some(true) => "Verification: every probe passed.".to_string(),
                     _ => format!(
                         "Verification FAILED: {}.",

@@ -165,6 +165,11 @@ async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_t
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(": succeeded"), "{out}");
+    assert!(out.contains("  step code: succeeded"), "{out}");
+    assert!(
+        out.contains("verification: no probes configured for this environment"),
+        "{out}"
+    );
     let (code, _, err) = run(&app, &["rollback", "--environment", "nowhere"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("409 no_rollback_target"), "{err}");
@@ -460,4 +465,42 @@ async fn status_shows_why_the_guard_is_not_ready() {
         out.contains("config    NOT READY ROLLBACK_GUARD_POLICY_TOML environments.production.approvers: approval is required but nobody is listed"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_verification_fails_says_why_and_exits_1() {
+    // The environment's probe hits a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policy = format!(
+        "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n[[probes]]\nname = \"home\"\nurl = \"http://127.0.0.1:{closed}/\"\n"
+    );
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("OPERATOR_TOKEN", OPERATOR),
+            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+        ],
+    )
+    .await;
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock);
+    bad_deploy(
+        app.store().as_ref(),
+        "production",
+        now.as_millis() - 6 * 60_000,
+    )
+    .await;
+    let (code, out, err) = run(&app, &["rollback", "--environment", "production", "--yes"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let text = format!("{out}{err}").to_lowercase();
+    assert!(text.contains(": succeeded"), "{text}");
+    assert!(
+        text.contains("verification failed: home: request failed:"),
+        "{text}"
+    );
+    assert!(text.contains("connection refused"), "{text}");
 }

@@ -116,5 +116,11 @@ async fn the_readme_walkthrough_runs_end_to_end_on_the_console_channel() {
     )
     .await;
     assert!(outcome.contains("dry run"), "{outcome}");
+    // No probes in the example policy: the report says nothing was checked.
+    line_with(
+        &mut lines,
+        "Verification: no probes are configured for production",
+    )
+    .await;
     let _ = server.kill().await;
 }
