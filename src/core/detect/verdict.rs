@@ -199,12 +199,17 @@ fn spike(e: &Evidence, rules: &Rules) -> Option<Finding> {
         rule: "regression_vs_previous",
         level,
         summary: if k2 == 0 {
-            format!("error rate {:.2}% vs no errors in {n2} requests on the previous deployment (p={p:.2e})", r1 * 100.0)
+            format!(
+                "error rate {:.2}% vs no errors in {n2} requests on the previous deployment ({})",
+                r1 * 100.0,
+                p_value(p)
+            )
         } else {
             format!(
-                "error rate {:.2}% vs {:.2}% on the previous deployment ({ratio:.1}x, p={p:.2e})",
+                "error rate {:.2}% vs {:.2}% on the previous deployment ({ratio:.1}x, {})",
                 r1 * 100.0,
-                r2 * 100.0
+                r2 * 100.0,
+                p_value(p)
             )
         },
         evidence: json!({
@@ -246,7 +251,8 @@ fn latency(e: &Evidence, rules: &Rules, sustained: bool) -> Option<Finding> {
             let base_p95 = base.latency.quantile(0.95).unwrap_or(0.0);
             evidence["baseline"] = json!({"samples": base.latency.count(), "p95_ms": base_p95, "mann_whitney_p": p, "cles": cles});
             summary.push_str(&format!(
-                " (previous deployment {base_p95:.0} ms, p={p:.2e})"
+                " (previous deployment {base_p95:.0} ms, {})",
+                p_value(p)
             ));
             if p < rules.significance && p95 >= 1.5 * base_p95 && level == Level::Ok {
                 level = Level::Warning;
@@ -322,3 +328,21 @@ fn alerts(e: &Evidence) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[test]
+fn p_values_read_as_people_read_them() {
+    assert_eq!(p_value(8.1e-168), "p < 0.0001");
+    assert_eq!(p_value(0.0031), "p = 0.0031");
+}
+
+/// A p-value as people read it: `p = 0.003`, or `p < 0.0001` when tinier
+/// (the exact `8.10e-168` says nothing more and wraps badly on a phone).
+/// The exact value stays in the finding's evidence.
+pub fn p_value(p: f64) -> String {
+    if p < 0.0001 {
+        "p < 0.0001".to_string()
+    } else {
+        format!("p = {p:.4}")
+    }
+}
