@@ -49,6 +49,15 @@ impl Timestamp {
         }
     }
 
+    /// For people: `2026-11-26 22:20:59 UTC` (the zone always said).
+    pub fn to_utc_display(self) -> String {
+        let iso = self.to_rfc3339();
+        match iso.get(..19) {
+            Some(head) if iso.len() > 19 => format!("{} UTC", head.replace('T', " ")),
+            _ => iso,
+        }
+    }
+
     /// Parses RFC 3339 (any offset) into a UTC timestamp.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let t =

@@ -272,7 +272,7 @@ fn facts(v: &ApprovalView) -> String {
         s("target_deployment"),
         s("incident_id"),
         v.rules.quorum,
-        escape(&Timestamp::from_millis(b["expires_at"].as_i64().unwrap_or(0)).to_rfc3339()),
+        escape(&Timestamp::from_millis(b["expires_at"].as_i64().unwrap_or(0)).to_utc_display()),
     )
 }
 

@@ -82,6 +82,11 @@ async fn an_approver_approves_in_a_real_browser_and_production_rolls_back() {
         page.contains("Roll back production?") && page.contains("dpl_good"),
         "{page}"
     );
+    // The link's expiry says its zone.
+    assert!(
+        page.contains("<dt>Link expires</dt><dd>") && page.contains(" UTC</dd>"),
+        "{page}"
+    );
     let png = browser.screenshot().await;
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");

@@ -15,11 +15,8 @@ use crate::web::dashboard::chart::{self, Chart, Marker, Role};
 
 /// `2026-11-26 21:24:31 UTC`, or a dash.
 pub fn when(ms: Option<i64>) -> String {
-    ms.map(|m| {
-        let iso = Timestamp::from_millis(m).to_rfc3339();
-        format!("{} UTC", iso.get(..19).unwrap_or(&iso).replace('T', " "))
-    })
-    .unwrap_or_else(|| "—".into())
+    ms.map(|m| Timestamp::from_millis(m).to_utc_display())
+        .unwrap_or_else(|| "—".into())
 }
 
 /// A link to an incident's (or break-glass rollback's) detail view.
