@@ -562,8 +562,16 @@ fn rand_suffix() -> u64 {
 }
 
 #[tokio::test]
-async fn signals_that_count_nowhere_are_reported_in_the_answer_and_in_health() {
-    let app = spawn(Backend::Sqlite).await;
+async fn signals_that_count_nowhere_are_reported_in_the_answer_health_and_the_dashboard() {
+    let app = TestApp::spawn(
+        Backend::Sqlite,
+        &[
+            ("ALERTMANAGER_TOKEN", AM_TOKEN),
+            ("GENERIC_WEBHOOK_SECRET", GENERIC),
+            ("OPERATOR_TOKEN", "operator-token-0123456789"),
+        ],
+    )
+    .await;
     // No environment label, no policy default: stored under "unknown", reported.
     let answer = alertmanager(
         &app,
@@ -601,6 +609,24 @@ async fn signals_that_count_nowhere_are_reported_in_the_answer_and_in_health() {
         health["intake"]["unmapped_last_24h"],
         json!({"alertmanager:no_environment": 1, "generic:unregistered_deployment": 1}),
         "{health}"
+    );
+    let page = app
+        .client
+        .get(app.url("/api/dashboard"))
+        .bearer_auth("operator-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Signals that counted nowhere (24 h)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>alertmanager:no_environment</td><td>1</td>"),
+        "{page}"
     );
 }
 
