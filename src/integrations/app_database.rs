@@ -87,10 +87,14 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbRollbackErro
     tokio::spawn(async move {
         match conn.await {
             Ok(()) => {}
-            // Terminated by the server on purpose (a scratch database
-            // dropped WITH (FORCE) after a backup check, a pg_terminate_backend):
-            // a query in flight reports it; the connection's end is no news.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => {
+            // Terminated or closed by the server (a scratch database dropped
+            // WITH (FORCE) after a backup check, a pg_terminate_backend): a
+            // statement in flight reports it to its caller; the connection's
+            // end alone is no news.
+            Err(e)
+                if e.is_closed()
+                    || e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) =>
+            {
                 tracing::debug!(error = %e, "app database connection terminated by the server");
             }
             Err(e) => tracing::warn!(error = %e, "app database connection ended"),
