@@ -23,6 +23,7 @@ pub struct ConfigInvalid;
 pub struct App {
     config: Result<Arc<Config>, ConfigErrors>,
     store: OnceCell<Arc<dyn Store>>,
+    intake: OnceCell<crate::flows::intake::batch::Batcher>,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     vercel: Option<Arc<dyn VercelApi>>,
@@ -46,6 +47,7 @@ impl App {
         Self {
             config: config.map(Arc::new),
             store: OnceCell::new(),
+            intake: OnceCell::new(),
             clock,
             http: crate::flows::probe::client(),
             vercel: None,
@@ -59,6 +61,7 @@ impl App {
         Self {
             config: Ok(Arc::new(config)),
             store: OnceCell::new_with(Some(store)),
+            intake: OnceCell::new(),
             clock,
             http: crate::flows::probe::client(),
             vercel: None,
@@ -131,6 +134,21 @@ impl App {
                     "store ready"
                 );
                 Ok(s)
+            })
+            .await
+    }
+
+    /// The instance's intake writer (group commit), started on first use.
+    pub async fn intake(&self) -> StoreResult<&crate::flows::intake::batch::Batcher> {
+        let store = Arc::clone(self.store().await?);
+        let clock = Arc::clone(&self.clock);
+        self.intake
+            .get_or_try_init(|| async move {
+                Ok(crate::flows::intake::batch::Batcher::start(
+                    store,
+                    clock,
+                    crate::flows::intake::DEDUPE_TTL,
+                ))
             })
             .await
     }

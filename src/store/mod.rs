@@ -25,8 +25,8 @@ pub use postgres::PostgresStore;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration, RollupAdd, RollupRow,
-    MAX_PREFIX,
+    AlertWrite, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Ingest, Migration,
+    RollupAdd, RollupRow, ALERT_KIND, MAX_PREFIX,
 };
 
 /// Store backend selection.
@@ -165,6 +165,22 @@ pub trait Store: Send + Sync {
         values: &[(String, f64)],
     ) -> StoreResult<()>;
 
+    /// Records a batch of deliveries. Each is taken only if its claim
+    /// `scope`/`key` is free or expired (the first of equal keys in one
+    /// batch wins); the returned flags say which were taken. Backends that
+    /// can do so record the whole batch in **one transaction** (Postgres:
+    /// one commit for many deliveries); then an error means nothing of the
+    /// batch was recorded. The default records one delivery after another,
+    /// each atomically where the backend allows (see [`ingest_each`]).
+    async fn ingest(
+        &self,
+        batch: &[Ingest],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        ingest_each(self, batch, now, ttl).await
+    }
+
     /// Adds every increment in `adds` and records the claim `scope`/`key`
     /// in **one atomic write**, unless that claim exists unexpired: then
     /// nothing is added and it returns `false`. So a retried delivery never
@@ -256,6 +272,67 @@ where
         }
     }
     Err(StoreError::Contention(format!("{kind} {id}")))
+}
+
+/// [`Store::ingest`] one delivery at a time with the store's own
+/// operations: the claim, then the counters (claimed together with them, so
+/// a retry never counts twice), then the alert states. A failure withdraws
+/// the delivery's claim so the sender's retry is taken.
+pub async fn ingest_each<S: Store + ?Sized>(
+    store: &S,
+    batch: &[Ingest],
+    now: Timestamp,
+    ttl: Duration,
+) -> StoreResult<Vec<bool>> {
+    let mut taken = Vec::with_capacity(batch.len());
+    for item in batch {
+        if !store.claim_once(&item.scope, &item.key, now, ttl).await? {
+            taken.push(false);
+            continue;
+        }
+        let recorded = async {
+            if !item.rollups.is_empty() {
+                store
+                    .add_rollups_once(INGEST_ROLLUP_SCOPE, &item.key, &item.rollups, now, ttl)
+                    .await?;
+            }
+            for a in &item.alerts {
+                upsert_doc_dyn(store, a, now).await?;
+            }
+            StoreResult::Ok(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            if let Err(release) = store.release_claim(&item.scope, &item.key).await {
+                tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
+            }
+            return Err(e);
+        }
+        taken.push(true);
+    }
+    Ok(taken)
+}
+
+/// Claim scope under which a delivery's counters were added (so a retry
+/// after a failure between the counters and the alerts does not add them twice).
+pub const INGEST_ROLLUP_SCOPE: &str = "intake_rollups";
+
+async fn upsert_doc_dyn<S: Store + ?Sized>(
+    store: &S,
+    a: &AlertWrite,
+    now: Timestamp,
+) -> StoreResult<()> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let existing = store.get_doc(ALERT_KIND, &a.id).await?;
+        let doc = a.apply(existing.as_ref(), now);
+        if let DocWrite::Written(_) = store
+            .put_doc(&doc, existing.as_ref().map(|d| d.version))
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Contention(format!("{ALERT_KIND} {}", a.id)))
 }
 
 /// Changes an existing document with compare-and-set, re-reading and

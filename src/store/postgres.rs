@@ -11,8 +11,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration,
-    RollupAdd, RollupRow, Store, StoreError, StoreResult,
+    merge_values, ttl_millis, AlertWrite, Deployment, DeploymentState, Doc, DocFilter, DocWrite,
+    Ingest, Migration, RollupAdd, RollupRow, Store, StoreError, StoreResult, ALERT_KIND,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -226,6 +226,82 @@ const ADD_ROLLUP_SQL: &str =
      ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
        CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
             ELSE r.value + EXCLUDED.value END";
+
+/// Adds many counters, one row each ($1 environments, $2 deployments,
+/// $3 minutes, $4 names, $5 values; sum, or max for `max:` names).
+const ADD_ROLLUPS_SQL: &str =
+    "INSERT INTO {s}.rollups AS r (environment, deployment, minute, name, value)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::float8[])
+     ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
+       CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
+            ELSE r.value + EXCLUDED.value END";
+
+type RollupKey<'a> = (&'a str, &'a str, i64, &'a str);
+
+/// Counters folded to one value per row (sum, or max for `max:` names), so
+/// a multi-row upsert never touches a row twice.
+fn fold_rollups<'a>(
+    adds: impl Iterator<Item = &'a RollupAdd>,
+) -> std::collections::BTreeMap<RollupKey<'a>, f64> {
+    let mut rows: std::collections::BTreeMap<RollupKey<'a>, f64> =
+        std::collections::BTreeMap::new();
+    for a in adds {
+        for (name, v) in &a.values {
+            let key = (
+                a.environment.as_str(),
+                a.deployment.as_str(),
+                a.minute,
+                name.as_str(),
+            );
+            rows.entry(key)
+                .and_modify(|cur| {
+                    *cur = if name.starts_with("max:") {
+                        cur.max(*v)
+                    } else {
+                        *cur + v
+                    }
+                })
+                .or_insert(*v);
+        }
+    }
+    rows
+}
+
+/// The last write of each alert in a batch, with the `first_seen` the
+/// writes before it leave: `inherit` means "the stored one, if the stored
+/// alert is firing, else `first_seen`".
+struct FoldedAlert<'a> {
+    last: &'a AlertWrite,
+    inherit: bool,
+    first_seen: i64,
+}
+
+fn fold_alerts<'a>(writes: impl Iterator<Item = &'a AlertWrite>) -> Vec<FoldedAlert<'a>> {
+    let mut out: Vec<FoldedAlert<'a>> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for w in writes {
+        match at.get(w.id.as_str()) {
+            None => {
+                at.insert(&w.id, out.len());
+                out.push(FoldedAlert {
+                    last: w,
+                    inherit: true,
+                    first_seen: w.at,
+                });
+            }
+            Some(&i) => {
+                let f = &mut out[i];
+                // As record_alert: kept while the previous state is firing.
+                if !f.last.firing {
+                    f.inherit = false;
+                    f.first_seen = w.at;
+                }
+                f.last = w;
+            }
+        }
+    }
+    out
+}
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
@@ -483,6 +559,130 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_err)?;
         Ok(())
+    }
+
+    async fn ingest(
+        &self,
+        batch: &[Ingest],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Equal keys in one batch: the first is the delivery, the rest are
+        // its duplicates (one row cannot be claimed twice in a statement).
+        let mut first = std::collections::HashSet::new();
+        let fresh: Vec<bool> = batch
+            .iter()
+            .map(|i| first.insert((i.scope.as_str(), i.key.as_str())))
+            .collect();
+        let (scopes, keys): (Vec<&str>, Vec<&str>) = batch
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .map(|(i, _)| (i.scope.as_str(), i.key.as_str()))
+            .unzip();
+        let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
+        let at = now.as_millis() as f64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let claimed: std::collections::HashSet<(String, String)> = tx
+            .query(
+                &self.sql(&format!(
+                    "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at)
+                 SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
+                 ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                 WHERE c.expires_at <= {}
+                 RETURNING scope, key",
+                    ts(3),
+                    ts(4)
+                )),
+                &[&scopes, &keys, &expires, &at],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let taken: Vec<bool> = batch
+            .iter()
+            .zip(&fresh)
+            .map(|(i, f)| *f && claimed.contains(&(i.scope.clone(), i.key.clone())))
+            .collect();
+        let mine = || {
+            batch
+                .iter()
+                .zip(&taken)
+                .filter(|(_, t)| **t)
+                .map(|(i, _)| i)
+        };
+        // Every counter of the batch, folded to one row each.
+        let rows = fold_rollups(mine().flat_map(|i| i.rollups.iter()));
+        if !rows.is_empty() {
+            let mut cols: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&str>, Vec<f64>) =
+                Default::default();
+            for ((env, dep, minute, name), v) in &rows {
+                cols.0.push(env);
+                cols.1.push(dep);
+                cols.2.push(*minute);
+                cols.3.push(name);
+                cols.4.push(*v);
+            }
+            tx.execute(
+                &self.sql(ADD_ROLLUPS_SQL),
+                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        // Alert states: one row per alert, the batch's deliveries applied in order.
+        let alerts = fold_alerts(mine().flat_map(|i| i.alerts.iter()));
+        if !alerts.is_empty() {
+            let mut cols: (
+                Vec<&str>,
+                Vec<&str>,
+                Vec<&str>,
+                Vec<bool>,
+                Vec<i64>,
+                Vec<i64>,
+                Vec<&serde_json::Value>,
+            ) = Default::default();
+            for f in &alerts {
+                cols.0.push(&f.last.id);
+                cols.1.push(&f.last.environment);
+                cols.2
+                    .push(if f.last.firing { "firing" } else { "resolved" });
+                cols.3.push(f.inherit);
+                cols.4.push(f.first_seen);
+                cols.5.push(f.last.at);
+                cols.6.push(&f.last.body);
+            }
+            let sql = self.sql(&format!(
+                "INSERT INTO {{s}}.docs AS d (kind, id, version, scope, status, updated_at, body)
+                 SELECT '{ALERT_KIND}', t.id, 1, t.scope, t.status, {},
+                        t.body || jsonb_build_object('first_seen', t.first_seen, 'last_seen', t.last_seen)
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], $6::int8[], $7::jsonb[])
+                      AS t(id, scope, status, inherit, first_seen, last_seen, body)
+                 ON CONFLICT (kind, id) DO UPDATE SET
+                   version = d.version + 1, scope = EXCLUDED.scope, status = EXCLUDED.status,
+                   updated_at = EXCLUDED.updated_at,
+                   body = EXCLUDED.body || jsonb_build_object('first_seen',
+                     CASE WHEN d.status = 'firing' AND (SELECT u.inherit FROM unnest($1::text[], $4::bool[]) AS u(id, inherit) WHERE u.id = d.id)
+                          THEN d.body->'first_seen' ELSE EXCLUDED.body->'first_seen' END)",
+                ts(8)
+            ));
+            tx.execute(
+                &sql,
+                &[
+                    &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(taken)
     }
 
     async fn add_rollups_once(

@@ -153,6 +153,20 @@ impl Store for TimedStore {
         )
         .await
     }
+    async fn ingest(
+        &self,
+        batch: &[super::Ingest],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        bounded(
+            self.limit,
+            "an intake batch",
+            self.inner.ingest(batch, now, ttl),
+        )
+        .await
+    }
+
     async fn add_rollups_once(
         &self,
         scope: &str,

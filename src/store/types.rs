@@ -116,3 +116,54 @@ pub struct Migration {
     pub from: u32,
     pub to: u32,
 }
+
+/// One intake delivery, ready to record: its dedupe claim and everything it
+/// adds. Recorded by [`super::Store::ingest`], many at a time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ingest {
+    /// Dedupe claim scope (`intake:<source>`) and key (the delivery id).
+    pub scope: String,
+    pub key: String,
+    pub rollups: Vec<RollupAdd>,
+    pub alerts: Vec<AlertWrite>,
+}
+
+/// An alert's new state. Stored as document `alert/<id>`: the body plus
+/// `first_seen` (kept while the alert stays firing, else `at`) and
+/// `last_seen` (`at`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertWrite {
+    pub id: String,
+    /// The environment (the document's scope).
+    pub environment: String,
+    pub firing: bool,
+    /// When the sender says it happened (ms).
+    pub at: i64,
+    /// `source`, `name`, `severity`, `deployment`, `detail`.
+    pub body: serde_json::Value,
+}
+
+impl AlertWrite {
+    /// The document this write leaves, given the one it replaces.
+    pub fn apply(&self, existing: Option<&Doc>, now: Timestamp) -> Doc {
+        let first_seen = existing
+            .filter(|d| d.status == "firing")
+            .and_then(|d| d.body.get("first_seen").and_then(|v| v.as_i64()))
+            .unwrap_or(self.at);
+        let mut body = self.body.clone();
+        body["first_seen"] = serde_json::json!(first_seen);
+        body["last_seen"] = serde_json::json!(self.at);
+        Doc {
+            kind: ALERT_KIND.into(),
+            id: self.id.clone(),
+            version: 0,
+            scope: self.environment.clone(),
+            status: if self.firing { "firing" } else { "resolved" }.into(),
+            updated_at: now,
+            body,
+        }
+    }
+}
+
+/// Document kind of alert states.
+pub const ALERT_KIND: &str = "alert";

@@ -4,8 +4,12 @@
 use http::StatusCode;
 use serde_json::json;
 
-use crate::flows::intake::{authenticate, dedupe_key, parse, record_delivery, Source, DEDUPE_TTL};
+use crate::flows::intake::signal::Signal;
+use crate::flows::intake::{
+    authenticate, dedupe_key, parse, prepare, record_delivery, Source, DEDUPE_TTL,
+};
 use crate::runtime::app::App;
+use crate::store::Ingest;
 use crate::web::error::ApiError;
 use crate::web::respond::{json_response, Request, Response};
 
@@ -64,23 +68,36 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
     let store = app.store().await?;
     let scope = format!("intake:{}", source.name());
     let key = dedupe_key(source, &parts.headers, &body);
-    if !store.claim_once(&scope, &key, now, DEDUPE_TTL).await? {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({"status": "duplicate"}),
-        ));
-    }
     let default_env = config.policy.signals.default_environment.as_deref();
-    let unmapped = match record_delivery(store.as_ref(), Some(&key), &signals, now, default_env)
-        .await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            if let Err(release) = store.release_claim(&scope, &key).await {
-                tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
-            }
-            return Err(e.into());
+    let has_deployments = signals.iter().any(|s| matches!(s, Signal::Deployment(_)));
+    let unmapped = if has_deployments {
+        // Registry updates are compare-and-set per deployment: one delivery at a time.
+        if !store.claim_once(&scope, &key, now, DEDUPE_TTL).await? {
+            return Ok(duplicate());
         }
+        match record_delivery(store.as_ref(), Some(&key), &signals, now, default_env).await {
+            Ok(u) => u,
+            Err(e) => {
+                if let Err(release) = store.release_claim(&scope, &key).await {
+                    tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
+                }
+                return Err(e.into());
+            }
+        }
+    } else {
+        // Metrics and alerts: recorded with the deliveries arriving alongside,
+        // in one transaction, before this answer.
+        let p = prepare(store.as_ref(), &signals, default_env).await?;
+        let item = Ingest {
+            scope,
+            key,
+            rollups: p.rollups,
+            alerts: p.alerts,
+        };
+        if !app.intake().await?.submit(item).await? {
+            return Ok(duplicate());
+        }
+        p.unmapped
     };
     if !unmapped.is_empty() {
         tracing::warn!(
@@ -100,4 +117,8 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
         StatusCode::ACCEPTED,
         &json!({"status": "accepted", "signals": signals.len(), "unmapped": unmapped}),
     ))
+}
+
+fn duplicate() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "duplicate"}))
 }

@@ -652,3 +652,56 @@ async fn a_policy_default_environment_maps_signals_that_name_none() {
         .unwrap();
     assert_eq!(alerts[0].scope, "production");
 }
+
+/// Concurrent deliveries are committed together (group commit) and each is
+/// answered after its batch is durable: every distinct delivery is recorded
+/// exactly once and every repeat is a duplicate, however they interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_are_recorded_once_each_through_group_commit() {
+    let app = std::sync::Arc::new(spawn(Backend::Postgres).await);
+    let mut tasks = Vec::new();
+    for i in 0..96usize {
+        let app = app.clone();
+        // Every delivery is sent twice, at once.
+        let n = i % 48;
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"version": "4", "status": "firing", "groupKey": format!("g{n}"), "receiver": "guard",
+                "alerts": [{"status": "firing", "labels": {"alertname": format!("A{n}"), "environment": "production"},
+                            "annotations": {}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                            "fingerprint": format!("fp{n}")}]});
+            let res = app
+                .client
+                .post(app.url("/api/alerts?source=alertmanager"))
+                .bearer_auth(AM_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        48,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        48,
+        "{statuses:?}"
+    );
+    let alerts = app
+        .store()
+        .list_docs("alert", &DocFilter::default(), 500)
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 48);
+    assert!(
+        alerts.iter().all(|a| a.version == 1),
+        "each alert written once"
+    );
+}

@@ -724,6 +724,144 @@ mod cases {
         assert_eq!(fresh.audit_after(0, 10).await.unwrap().len(), 1);
         assert!(!fresh.claim_once("s", "k", T0, MIN).await.unwrap());
     }
+
+    fn ingest_item(
+        key: &str,
+        dep: &str,
+        requests: f64,
+        alerts: Vec<rollback_guard::store::AlertWrite>,
+    ) -> rollback_guard::store::Ingest {
+        rollback_guard::store::Ingest {
+            scope: "intake:test".into(),
+            key: key.into(),
+            rollups: vec![rollback_guard::store::RollupAdd {
+                environment: "production".into(),
+                deployment: dep.into(),
+                minute: 100,
+                values: vec![
+                    ("requests".into(), requests),
+                    ("max:memory_pct".into(), requests),
+                ],
+            }],
+            alerts,
+        }
+    }
+
+    fn alert(id: &str, firing: bool, at: i64) -> rollback_guard::store::AlertWrite {
+        rollback_guard::store::AlertWrite {
+            id: id.into(),
+            environment: "production".into(),
+            firing,
+            at,
+            body: serde_json::json!({"source": "test", "name": id, "severity": "critical"}),
+        }
+    }
+
+    async fn requests(t: &TestStore, dep: &str) -> (Option<f64>, Option<f64>) {
+        let rows = t.store.rollups("production", dep, 100, 101).await.unwrap();
+        let v = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.value);
+        (v("requests"), v("max:memory_pct"))
+    }
+
+    pub async fn ingest_records_batches_and_counts_each_delivery_once(t: &TestStore) {
+        let s = &t.store;
+        // Within one batch: the first of equal keys is the delivery, the second its duplicate.
+        let batch = [
+            ingest_item("d1", "dpl_a", 10.0, vec![alert("x", true, 1_000)]),
+            ingest_item("d2", "dpl_a", 5.0, vec![]),
+            ingest_item("d1", "dpl_a", 10.0, vec![alert("x", true, 1_000)]),
+        ];
+        assert_eq!(
+            s.ingest(&batch, T0, MIN).await.unwrap(),
+            [true, true, false]
+        );
+        assert_eq!(requests(t, "dpl_a").await, (Some(15.0), Some(10.0)));
+        // Duplicates split across batches: d2 again (a retry) with a new d3.
+        let batch = [
+            ingest_item("d2", "dpl_a", 5.0, vec![]),
+            ingest_item("d3", "dpl_b", 7.0, vec![]),
+        ];
+        assert_eq!(s.ingest(&batch, T0, MIN).await.unwrap(), [false, true]);
+        assert_eq!(requests(t, "dpl_a").await, (Some(15.0), Some(10.0)));
+        assert_eq!(requests(t, "dpl_b").await, (Some(7.0), Some(7.0)));
+        // An empty batch is nothing.
+        assert!(s.ingest(&[], T0, MIN).await.unwrap().is_empty());
+        // The alert was stored like any alert state.
+        let x = s.get_doc("alert", "x").await.unwrap().unwrap();
+        assert_eq!(
+            (x.scope.as_str(), x.status.as_str()),
+            ("production", "firing")
+        );
+        assert_eq!(x.body["first_seen"], 1_000);
+        assert_eq!(x.body["last_seen"], 1_000);
+        assert_eq!(x.body["name"], "x");
+    }
+
+    pub async fn ingested_alerts_keep_first_seen_while_firing_in_and_across_batches(t: &TestStore) {
+        let s = &t.store;
+        // Stored firing since 1 000; a batch with two more firing writes keeps it.
+        s.ingest(
+            &[ingest_item(
+                "a1",
+                "dpl_a",
+                1.0,
+                vec![alert("y", true, 1_000)],
+            )],
+            T0,
+            MIN,
+        )
+        .await
+        .unwrap();
+        let batch = [
+            ingest_item("a2", "dpl_a", 1.0, vec![alert("y", true, 2_000)]),
+            ingest_item("a3", "dpl_a", 1.0, vec![alert("y", true, 3_000)]),
+        ];
+        s.ingest(&batch, T0, MIN).await.unwrap();
+        let y = s.get_doc("alert", "y").await.unwrap().unwrap();
+        assert_eq!(
+            (y.body["first_seen"].as_i64(), y.body["last_seen"].as_i64()),
+            (Some(1_000), Some(3_000))
+        );
+        // Resolved then firing again in one batch: a new episode starts at the re-fire.
+        let batch = [
+            ingest_item("a4", "dpl_a", 1.0, vec![alert("y", false, 4_000)]),
+            ingest_item("a5", "dpl_a", 1.0, vec![alert("y", true, 5_000)]),
+        ];
+        s.ingest(&batch, T0, MIN).await.unwrap();
+        let y = s.get_doc("alert", "y").await.unwrap().unwrap();
+        assert_eq!(y.status, "firing");
+        assert_eq!(
+            (y.body["first_seen"].as_i64(), y.body["last_seen"].as_i64()),
+            (Some(5_000), Some(5_000))
+        );
+        // Stored resolved, firing again in the next batch: starts anew too.
+        s.ingest(
+            &[ingest_item(
+                "a6",
+                "dpl_a",
+                1.0,
+                vec![alert("y", false, 6_000)],
+            )],
+            T0,
+            MIN,
+        )
+        .await
+        .unwrap();
+        s.ingest(
+            &[ingest_item(
+                "a7",
+                "dpl_a",
+                1.0,
+                vec![alert("y", true, 7_000)],
+            )],
+            T0,
+            MIN,
+        )
+        .await
+        .unwrap();
+        let y = s.get_doc("alert", "y").await.unwrap().unwrap();
+        assert_eq!(y.body["first_seen"].as_i64(), Some(7_000));
+    }
 }
 
 macro_rules! contract {
@@ -775,4 +913,51 @@ contract!(
     rollups_of_one_delivery_are_added_once_and_together,
     audit_tails_and_subject_trails_read_only_what_they_return,
     concurrent_rollup_increments_are_not_lost,
+    ingest_records_batches_and_counts_each_delivery_once,
+    ingested_alerts_keep_first_seen_while_firing_in_and_across_batches,
 );
+
+/// Postgres records a batch in one transaction: a statement failing half-way
+/// (here a NUL byte, which Postgres text refuses, in the second delivery)
+/// leaves none of the batch recorded, claims included, so every sender's
+/// retry is taken and counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_postgres_batch_records_none_of_its_deliveries() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::{Ingest, RollupAdd};
+    let t = TestStore::new(Backend::Postgres).await;
+    let now = Timestamp::from_millis(1_764_000_000_000);
+    let ttl = std::time::Duration::from_secs(60);
+    let item = |key: &str, env: &str| Ingest {
+        scope: "intake:test".into(),
+        key: key.into(),
+        rollups: vec![RollupAdd {
+            environment: env.into(),
+            deployment: "dpl_a".into(),
+            minute: 100,
+            values: vec![("requests".into(), 10.0)],
+        }],
+        alerts: vec![],
+    };
+    let bad = [item("k1", "production"), item("k2", "prod\0uction")];
+    assert!(t.store.ingest(&bad, now, ttl).await.is_err());
+    assert!(t
+        .store
+        .rollups("production", "dpl_a", 100, 101)
+        .await
+        .unwrap()
+        .is_empty());
+    // The retries are taken, and count once.
+    let good = [item("k1", "production"), item("k2", "production")];
+    assert_eq!(t.store.ingest(&good, now, ttl).await.unwrap(), [true, true]);
+    assert_eq!(
+        t.store.ingest(&good, now, ttl).await.unwrap(),
+        [false, false]
+    );
+    let rows = t
+        .store
+        .rollups("production", "dpl_a", 100, 101)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].value, 20.0);
+}

@@ -5,6 +5,7 @@
 //! claim taken for a failed delivery is withdrawn, so the retry is not
 //! mistaken for a duplicate).
 
+pub mod batch;
 pub mod signal;
 pub mod sources;
 pub mod unmapped;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::core::clock::Timestamp;
 use crate::core::detect::window::minute_of;
 use crate::flows::registry;
-use crate::store::{Doc, RollupAdd, Store, StoreResult};
+use crate::store::{AlertWrite, RollupAdd, Store, StoreResult};
 use signal::{AlertSignal, MetricBatch, Signal};
 use unmapped::Unmapped;
 use verify::VerifyError;
@@ -42,7 +43,7 @@ pub struct AlertSecrets {
 /// How long a delivery id is remembered for dedupe.
 pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Document kind of alert states.
-pub const ALERT_KIND: &str = "alert";
+pub use crate::store::ALERT_KIND;
 
 /// A supported sender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,13 +237,55 @@ pub async fn record(store: &dyn Store, signals: &[Signal], now: Timestamp) -> St
         .map(|_| ())
 }
 
+/// What one delivery adds, resolved against the deployment registry and
+/// the policy's default environment, before anything is written.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub rollups: Vec<RollupAdd>,
+    pub alerts: Vec<AlertWrite>,
+    pub deployments: Vec<signal::DeploymentEvent>,
+    /// Signals that count nowhere, once per signal and reason.
+    pub unmapped: Vec<Unmapped>,
+}
+
+/// Resolves a delivery's signals (reads only). Signals without an
+/// environment count in `default_env` if given; what counts nowhere is
+/// listed (see [`unmapped`]).
+pub async fn prepare(
+    store: &dyn Store,
+    signals: &[Signal],
+    default_env: Option<&str>,
+) -> StoreResult<Prepared> {
+    let mut p = Prepared::default();
+    for s in signals {
+        match s {
+            Signal::Deployment(ev) => p.deployments.push(ev.clone()),
+            Signal::Metrics(m) => p
+                .rollups
+                .push(rollup_of(store, m, default_env, &mut p.unmapped).await?),
+            Signal::Alert(a) => {
+                let env = a.environment.as_deref().or(default_env);
+                if env.is_none() {
+                    p.unmapped.push(Unmapped::no_environment(&a.name));
+                }
+                p.alerts.push(alert_write(a, env.unwrap_or("unknown")));
+            }
+        }
+    }
+    // One report per signal and reason, however many minutes it spans.
+    let mut seen = std::collections::BTreeSet::new();
+    p.unmapped
+        .retain(|u| seen.insert((u.reason, u.signal.clone())));
+    Ok(p)
+}
+
 /// Stores every signal of one delivery so that a retry after a failure
 /// never counts twice: deployments and alerts are upserts by id, and all of
 /// the delivery's counters are added in one atomic write together with a
 /// once-claim on `key` (its dedupe key). A retry whose counters already
 /// landed skips them; one whose counters did not land adds them whole.
-/// Signals without an environment count in `default_env` if given; what
-/// counts nowhere is returned (see [`unmapped`]).
+/// Deliveries without deployment events take the batched path instead
+/// ([`batch`]: one transaction for many deliveries).
 pub async fn record_delivery(
     store: &dyn Store,
     key: Option<&str>,
@@ -250,54 +293,42 @@ pub async fn record_delivery(
     now: Timestamp,
     default_env: Option<&str>,
 ) -> StoreResult<Vec<Unmapped>> {
-    let mut adds = Vec::new();
-    let mut unmapped = Vec::new();
-    for s in signals {
-        match s {
-            Signal::Deployment(ev) => {
-                registry::apply_event(store, ev).await?;
-                store
-                    .append_audit(crate::core::audit::AuditEntry {
-                        at: now,
-                        actor: "webhook:vercel".into(),
-                        action: "deployment_event".into(),
-                        subject: ev.id.clone(),
-                        detail: json!({"event": ev.event, "environment": ev.environment, "state": ev.state.as_str()}),
-                    })
-                    .await?;
-            }
-            Signal::Metrics(m) => adds.push(rollup_of(store, m, default_env, &mut unmapped).await?),
-            Signal::Alert(a) => {
-                let env = a.environment.as_deref().or(default_env);
-                if env.is_none() {
-                    unmapped.push(Unmapped::no_environment(&a.name));
-                }
-                record_alert(store, a, env.unwrap_or("unknown"), now).await?
-            }
-        }
+    let p = prepare(store, signals, default_env).await?;
+    for ev in &p.deployments {
+        registry::apply_event(store, ev).await?;
+        store
+            .append_audit(crate::core::audit::AuditEntry {
+                at: now,
+                actor: "webhook:vercel".into(),
+                action: "deployment_event".into(),
+                subject: ev.id.clone(),
+                detail: json!({"event": ev.event, "environment": ev.environment, "state": ev.state.as_str()}),
+            })
+            .await?;
+    }
+    for a in &p.alerts {
+        crate::store::upsert_doc(store, ALERT_KIND, &a.id, |existing| a.apply(existing, now))
+            .await?;
     }
     match key {
-        Some(key) if !adds.is_empty() => {
+        Some(key) if !p.rollups.is_empty() => {
             store
-                .add_rollups_once(ROLLUP_SCOPE, key, &adds, now, DEDUPE_TTL)
+                .add_rollups_once(ROLLUP_SCOPE, key, &p.rollups, now, DEDUPE_TTL)
                 .await?;
         }
         _ => {
-            for a in &adds {
+            for a in &p.rollups {
                 store
                     .add_rollup(&a.environment, &a.deployment, a.minute, &a.values)
                     .await?;
             }
         }
     }
-    // One report per signal and reason, however many minutes it spans.
-    let mut seen = std::collections::BTreeSet::new();
-    unmapped.retain(|u| seen.insert((u.reason, u.signal.clone())));
-    Ok(unmapped)
+    Ok(p.unmapped)
 }
 
 /// Claim scope of deliveries whose counters were added.
-const ROLLUP_SCOPE: &str = "intake_rollups";
+const ROLLUP_SCOPE: &str = crate::store::INGEST_ROLLUP_SCOPE;
 
 /// Where a metric batch counts: its environment and deployment (from the
 /// registry when the sender did not say), and its minute. A batch without an
@@ -354,30 +385,15 @@ async fn rollup_of(
     })
 }
 
-async fn record_alert(
-    store: &dyn Store,
-    a: &AlertSignal,
-    environment: &str,
-    now: Timestamp,
-) -> StoreResult<()> {
-    let id = format!("{}:{}", a.source, a.fingerprint);
-    crate::store::upsert_doc(store, ALERT_KIND, &id, |existing| {
-        let first_seen = existing
-            .filter(|d| d.status == "firing")
-            .and_then(|d| d.body.get("first_seen").and_then(|v| v.as_i64()))
-            .unwrap_or(a.at.as_millis());
-        Doc {
-            kind: ALERT_KIND.into(),
-            id: id.clone(),
-            version: 0,
-            scope: environment.into(),
-            status: if a.firing { "firing" } else { "resolved" }.into(),
-            updated_at: now,
-            body: json!({
-                "source": a.source, "name": a.name, "severity": a.severity, "deployment": a.deployment,
-                "first_seen": first_seen, "last_seen": a.at.as_millis(), "detail": a.detail,
-            }),
-        }
-    })
-    .await
+fn alert_write(a: &AlertSignal, environment: &str) -> AlertWrite {
+    AlertWrite {
+        id: format!("{}:{}", a.source, a.fingerprint),
+        environment: environment.into(),
+        firing: a.firing,
+        at: a.at.as_millis(),
+        body: json!({
+            "source": a.source, "name": a.name, "severity": a.severity,
+            "deployment": a.deployment, "detail": a.detail,
+        }),
+    }
 }
