@@ -138,8 +138,26 @@ impl App {
             .await
     }
 
+    /// Records one intake delivery: through the instance's group-commit
+    /// writer when the store records batches in one write, else directly
+    /// (concurrent requests stay concurrent). `Ok(false)`: a duplicate.
+    pub async fn ingest(&self, item: crate::store::Ingest) -> StoreResult<bool> {
+        let store = self.store().await?;
+        if store.batches_ingest() {
+            return self.intake().await?.submit(item).await;
+        }
+        let taken = store
+            .ingest(
+                std::slice::from_ref(&item),
+                self.clock.now(),
+                crate::flows::intake::DEDUPE_TTL,
+            )
+            .await?;
+        Ok(taken.first().copied().unwrap_or(false))
+    }
+
     /// The instance's intake writer (group commit), started on first use.
-    pub async fn intake(&self) -> StoreResult<&crate::flows::intake::batch::Batcher> {
+    async fn intake(&self) -> StoreResult<&crate::flows::intake::batch::Batcher> {
         let store = Arc::clone(self.store().await?);
         let clock = Arc::clone(&self.clock);
         self.intake

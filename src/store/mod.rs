@@ -181,6 +181,13 @@ pub trait Store: Send + Sync {
         ingest_each(self, batch, now, ttl).await
     }
 
+    /// Whether [`Store::ingest`] records a batch in one write, so that
+    /// gathering concurrent deliveries pays (group commit). Stores that
+    /// record one delivery after another are better called concurrently.
+    fn batches_ingest(&self) -> bool {
+        false
+    }
+
     /// Adds every increment in `adds` and records the claim `scope`/`key`
     /// in **one atomic write**, unless that claim exists unexpired: then
     /// nothing is added and it returns `false`. So a retried delivery never

@@ -561,6 +561,10 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn batches_ingest(&self) -> bool {
+        true
+    }
+
     async fn ingest(
         &self,
         batch: &[Ingest],
@@ -577,29 +581,36 @@ impl Store for PostgresStore {
             .iter()
             .map(|i| first.insert((i.scope.as_str(), i.key.as_str())))
             .collect();
-        let (scopes, keys): (Vec<&str>, Vec<&str>) = batch
+        // Rows are locked in one order in every batch (claims and alerts
+        // sorted, counters folded in key order), so concurrent batches
+        // cannot deadlock.
+        let mut claims: Vec<(&str, &str)> = batch
             .iter()
             .zip(&fresh)
             .filter(|(_, f)| **f)
             .map(|(i, _)| (i.scope.as_str(), i.key.as_str()))
-            .unzip();
+            .collect();
+        claims.sort_unstable();
+        let (scopes, keys): (Vec<&str>, Vec<&str>) = claims.into_iter().unzip();
         let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
         let at = now.as_millis() as f64;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let claimed: std::collections::HashSet<(String, String)> = tx
-            .query(
-                &self.sql(&format!(
-                    "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at)
+        // Statements prepared once per connection: one round trip each.
+        let claim = tx
+            .prepare_cached(&self.sql(&format!(
+                "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at)
                  SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
                  ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
                  WHERE c.expires_at <= {}
                  RETURNING scope, key",
-                    ts(3),
-                    ts(4)
-                )),
-                &[&scopes, &keys, &expires, &at],
-            )
+                ts(3),
+                ts(4)
+            )))
+            .await
+            .map_err(pg_err)?;
+        let claimed: std::collections::HashSet<(String, String)> = tx
+            .query(&claim, &[&scopes, &keys, &expires, &at])
             .await
             .map_err(pg_err)?
             .iter()
@@ -629,15 +640,17 @@ impl Store for PostgresStore {
                 cols.3.push(name);
                 cols.4.push(*v);
             }
-            tx.execute(
-                &self.sql(ADD_ROLLUPS_SQL),
-                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
-            )
-            .await
-            .map_err(pg_err)?;
+            let add = tx
+                .prepare_cached(&self.sql(ADD_ROLLUPS_SQL))
+                .await
+                .map_err(pg_err)?;
+            tx.execute(&add, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4])
+                .await
+                .map_err(pg_err)?;
         }
         // Alert states: one row per alert, the batch's deliveries applied in order.
-        let alerts = fold_alerts(mine().flat_map(|i| i.alerts.iter()));
+        let mut alerts = fold_alerts(mine().flat_map(|i| i.alerts.iter()));
+        alerts.sort_unstable_by(|a, b| a.last.id.cmp(&b.last.id));
         if !alerts.is_empty() {
             let mut cols: (
                 Vec<&str>,
@@ -672,8 +685,9 @@ impl Store for PostgresStore {
                           THEN d.body->'first_seen' ELSE EXCLUDED.body->'first_seen' END)",
                 ts(8)
             ));
+            let upsert = tx.prepare_cached(&sql).await.map_err(pg_err)?;
             tx.execute(
-                &sql,
+                &upsert,
                 &[
                     &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &at,
                 ],

@@ -153,6 +153,10 @@ impl Store for TimedStore {
         )
         .await
     }
+    fn batches_ingest(&self) -> bool {
+        self.inner.batches_ingest()
+    }
+
     async fn ingest(
         &self,
         batch: &[super::Ingest],

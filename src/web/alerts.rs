@@ -94,7 +94,7 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
             rollups: p.rollups,
             alerts: p.alerts,
         };
-        if !app.intake().await?.submit(item).await? {
+        if !app.ingest(item).await? {
             return Ok(duplicate());
         }
         p.unmapped

@@ -20,6 +20,8 @@ use crate::store::{Ingest, Store, StoreError, StoreResult};
 
 /// Most deliveries in one store call.
 pub const MAX_BATCH: usize = 256;
+/// Batches in flight at once.
+const WRITERS: usize = 3;
 /// Deliveries waiting for a batch; beyond this, submitters wait their turn.
 const QUEUE: usize = 4 * MAX_BATCH;
 
@@ -37,7 +39,18 @@ impl Batcher {
     /// Starts the worker on the current Tokio runtime.
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, store, clock, ttl));
+        // A few writers share the queue: while one batch commits, the next
+        // is already being written (the round trips overlap; each batch is
+        // still one transaction).
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(run(
+                Arc::clone(&rx),
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                ttl,
+            ));
+        }
         Self { tx }
     }
 
@@ -56,13 +69,18 @@ impl Batcher {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Job>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ttl: Duration,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    loop {
+        // Only the taking is serialised; writing happens outside the lock.
+        let n = rx.lock().await.recv_many(&mut jobs, MAX_BATCH).await;
+        if n == 0 {
+            break;
+        }
         let items: Vec<Ingest> = jobs
             .iter_mut()
             .map(|j| std::mem::take(&mut j.item))
