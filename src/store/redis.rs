@@ -12,8 +12,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Migration,
-    RollupAdd, RollupRow, Store, StoreError, StoreResult, MAX_CAS_ATTEMPTS,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Ingest,
+    Migration, RollupAdd, RollupRow, Store, StoreError, StoreResult, ALERT_KIND, MAX_CAS_ATTEMPTS,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -156,6 +156,73 @@ end
 return 1
 ";
 
+/// One intake delivery in one atomic script (see `Store::ingest`): claims
+/// `KEYS[1]` as CLAIM does and, only if claimed, adds its counters (as
+/// ADD_ROLLUPS_ONCE: `ARGV[5]` minutes, each with a hash and index key) and
+/// writes its alert states (`ARGV[6]` alerts, one document key each, indexed
+/// as PUT_DOC indexes under prefix `ARGV[7]`). An alert keeps the stored
+/// `first_seen` while the stored state is firing. The body arrives as JSON
+/// text without `first_seen`/`last_seen`, and is extended as text (never
+/// re-encoded, so it round-trips exactly).
+const INGEST: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local a = 8
+local k = 2
+for m = 1, tonumber(ARGV[5]) do
+  local minute, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for i = 1, n do
+    local name, val = ARGV[a], tonumber(ARGV[a + 1])
+    if string.sub(name, 1, 4) == 'max:' then
+      local cur = tonumber(redis.call('HGET', KEYS[k], name) or '-inf')
+      if val > cur then redis.call('HSET', KEYS[k], name, ARGV[a + 1]) end
+    else
+      redis.call('HINCRBYFLOAT', KEYS[k], name, ARGV[a + 1])
+    end
+    a = a + 2
+  end
+  redis.call('PEXPIRE', KEYS[k], ARGV[4])
+  redis.call('ZADD', KEYS[k + 1], minute, minute)
+  redis.call('PEXPIRE', KEYS[k + 1], ARGV[4])
+  k = k + 2
+end
+local p = ARGV[7]
+for j = 1, tonumber(ARGV[6]) do
+  local id, scope, status, updated, at, body = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  a = a + 6
+  local dk = KEYS[k]
+  k = k + 1
+  local cur = redis.call('GET', dk)
+  local version = 1
+  local first = at
+  if cur then
+    local d = cjson.decode(cur)
+    version = d.version + 1
+    if d.status == 'firing' then
+      local ok, b = pcall(cjson.decode, d.body)
+      if ok and type(b) == 'table' and type(b.first_seen) == 'number' then
+        first = string.format('%d', b.first_seen)
+      end
+    end
+    redis.call('ZREM', p .. 's:' .. d.scope, id)
+    redis.call('ZREM', p .. 't:' .. d.status, id)
+    redis.call('ZREM', p .. 'st:' .. d.scope .. '|' .. d.status, id)
+  end
+  local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
+  local full
+  if body == '{}' then full = head .. '}' else full = head .. ',' .. string.sub(body, 2) end
+  redis.call('SET', dk, cjson.encode({version = version, scope = scope, status = status, updated_at = updated, body = full}))
+  local score = tonumber(updated)
+  redis.call('ZADD', p .. 'all', score, id)
+  redis.call('ZADD', p .. 's:' .. scope, score, id)
+  redis.call('ZADD', p .. 't:' .. status, score, id)
+  redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, score, id)
+end
+return 1
+"#;
+
 /// How long Redis keeps rollups (evaluation looks back at most a few hours).
 const ROLLUP_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 
@@ -178,6 +245,7 @@ static UPSERT_DEPLOYMENT_SCRIPT: LazyLock<Script> =
 static PUT_DOC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOC));
 static ADD_ROLLUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_ROLLUP));
 static ADD_ROLLUPS_ONCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_ROLLUPS_ONCE));
+static INGEST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INGEST));
 
 /// Redis-backed [`Store`].
 pub struct RedisStore {
@@ -538,6 +606,55 @@ impl Store for RedisStore {
         }
         let _: i64 = script.invoke_async(&mut conn).await.map_err(redis_err)?;
         Ok(())
+    }
+
+    /// One atomic script per delivery (claim, counters, alert states): one
+    /// round trip instead of four, and nothing half-recorded.
+    async fn ingest(
+        &self,
+        batch: &[Ingest],
+        now: Timestamp,
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        let mut conn = self.conn.clone();
+        let ttl = ttl_millis(ttl);
+        let mut taken = Vec::with_capacity(batch.len());
+        for item in batch {
+            let mut script = INGEST_SCRIPT.prepare_invoke();
+            script
+                .key(self.key(&["once", &item.scope, &item.key]))
+                .arg(now.as_millis())
+                .arg(now.as_millis().saturating_add(ttl))
+                .arg(ttl)
+                .arg(ROLLUP_RETENTION_MS)
+                .arg(item.rollups.len())
+                .arg(item.alerts.len())
+                .arg(self.key(&["docs", ALERT_KIND, ""]));
+            for a in &item.rollups {
+                let merged = merge_values(&a.values);
+                script
+                    .key(self.key(&["roll", &a.environment, &a.deployment, &a.minute.to_string()]))
+                    .key(self.key(&["rollmin", &a.environment, &a.deployment]))
+                    .arg(a.minute)
+                    .arg(merged.len());
+                for (name, v) in &merged {
+                    script.arg(name).arg(v.to_string());
+                }
+            }
+            for w in &item.alerts {
+                script
+                    .key(self.key(&["doc", ALERT_KIND, &w.id]))
+                    .arg(&w.id)
+                    .arg(&w.environment)
+                    .arg(if w.firing { "firing" } else { "resolved" })
+                    .arg(now.as_millis().to_string())
+                    .arg(w.at.to_string())
+                    .arg(w.body.to_string());
+            }
+            let n: i64 = script.invoke_async(&mut conn).await.map_err(redis_err)?;
+            taken.push(n == 1);
+        }
+        Ok(taken)
     }
 
     async fn add_rollups_once(

@@ -795,6 +795,28 @@ mod cases {
         assert_eq!(x.body["first_seen"], 1_000);
         assert_eq!(x.body["last_seen"], 1_000);
         assert_eq!(x.body["name"], "x");
+        // Bodies round-trip exactly (empty arrays stay arrays, floats stay floats)
+        // and alert states are listed like any document.
+        let mut odd = alert("z", true, 9_000);
+        odd.body["detail"] = serde_json::json!({"labels": [], "ratio": 1.5, "note": "a/b \"q\" ü"});
+        s.ingest(&[ingest_item("d4", "dpl_c", 1.0, vec![odd.clone()])], T0, MIN)
+            .await
+            .unwrap();
+        let z = s.get_doc("alert", "z").await.unwrap().unwrap();
+        assert_eq!(z.body["detail"], odd.body["detail"]);
+        let firing = s
+            .list_docs(
+                "alert",
+                &rollback_guard::store::DocFilter {
+                    scope: Some("production".into()),
+                    status: Some("firing".into()),
+                },
+                10,
+            )
+            .await
+            .unwrap();
+        let ids: BTreeSet<&str> = firing.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, BTreeSet::from(["x", "z"]));
     }
 
     pub async fn ingested_alerts_keep_first_seen_while_firing_in_and_across_batches(t: &TestStore) {
