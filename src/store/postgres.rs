@@ -163,15 +163,29 @@ impl PostgresStore {
         text.replace("{s}", &format!("\"{}\"", self.schema))
     }
 
+    /// A pooled connection. One the server has closed since it was last used
+    /// (terminated, or a Neon compute suspended) is dropped from the pool
+    /// rather than handed out to fail its next statement.
     async fn client(&self) -> StoreResult<Conn> {
-        self.pool.get().await.map(Conn).map_err(|e| {
-            // Host and port (never the password), and the reason.
-            StoreError::Unavailable(format!(
-                "cannot connect to Postgres at {}: {}",
-                self.server,
-                crate::core::cause::chain(&e)
-            ))
-        })
+        for _ in 0..=self.pool.status().max_size {
+            let obj = self.pool.get().await.map_err(|e| {
+                // Host and port (never the password), and the reason.
+                StoreError::Unavailable(format!(
+                    "cannot connect to Postgres at {}: {}",
+                    self.server,
+                    crate::core::cause::chain(&e)
+                ))
+            })?;
+            if obj.is_closed() {
+                let _ = deadpool_postgres::Object::take(obj);
+                continue;
+            }
+            return Ok(Conn(obj));
+        }
+        Err(StoreError::Unavailable(format!(
+            "every pooled connection to Postgres at {} was closed",
+            self.server
+        )))
     }
 }
 
@@ -595,6 +609,7 @@ impl Store for PostgresStore {
         let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
         let at = now.as_millis() as f64;
         let mut client = self.client().await?;
+        let result: StoreResult<Vec<bool>> = async {
         let tx = client.transaction().await.map_err(pg_err)?;
         // Statements prepared once per connection: one round trip each.
         let claim = tx
@@ -697,6 +712,14 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(taken)
+        }
+        .await;
+        if result.is_err() {
+            // The connection may be the reason (terminated, suspended):
+            // it leaves the pool rather than fail the sender's retry too.
+            let _ = deadpool_postgres::Object::take(client.0);
+        }
+        result
     }
 
     async fn add_rollups_once(

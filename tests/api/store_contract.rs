@@ -799,9 +799,13 @@ mod cases {
         // and alert states are listed like any document.
         let mut odd = alert("z", true, 9_000);
         odd.body["detail"] = serde_json::json!({"labels": [], "ratio": 1.5, "note": "a/b \"q\" ü"});
-        s.ingest(&[ingest_item("d4", "dpl_c", 1.0, vec![odd.clone()])], T0, MIN)
-            .await
-            .unwrap();
+        s.ingest(
+            &[ingest_item("d4", "dpl_c", 1.0, vec![odd.clone()])],
+            T0,
+            MIN,
+        )
+        .await
+        .unwrap();
         let z = s.get_doc("alert", "z").await.unwrap().unwrap();
         assert_eq!(z.body["detail"], odd.body["detail"]);
         let firing = s
@@ -981,5 +985,86 @@ async fn a_failed_postgres_batch_records_none_of_its_deliveries() {
         .rollups("production", "dpl_a", 100, 101)
         .await
         .unwrap();
+    assert_eq!(rows[0].value, 20.0);
+}
+
+/// A crash in the middle of a Postgres batch (its connection killed after
+/// the claims were written, while the counters wait on a lock) leaves
+/// nothing: the claims were never committed, so every retry is taken and
+/// counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_once() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::{Ingest, RollupAdd, StoreConfig};
+    let t = TestStore::new(Backend::Postgres).await;
+    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    let now = Timestamp::from_millis(1_764_000_000_000);
+    let ttl = std::time::Duration::from_secs(60);
+    let item = |key: &str| Ingest {
+        scope: "intake:test".into(),
+        key: key.into(),
+        rollups: vec![RollupAdd {
+            environment: "production".into(),
+            deployment: "dpl_a".into(),
+            minute: 100,
+            values: vec![("requests".into(), 10.0)],
+        }],
+        alerts: vec![],
+    };
+    // Another session holds the counter's row, uncommitted: the batch's
+    // counter write waits there, after its claims.
+    let blocker = rollback_guard::integrations::app_database::connect(url.expose())
+        .await
+        .unwrap();
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO \"{schema}\".rollups VALUES ('production', 'dpl_a', 100, 'requests', 0)"
+        ))
+        .await
+        .unwrap();
+    let store = t.store.clone();
+    let batch =
+        tokio::spawn(async move { store.ingest(&[item("k1"), item("k2")], now, ttl).await });
+    let killer = rollback_guard::integrations::app_database::connect(url.expose())
+        .await
+        .unwrap();
+    let mut killed = false;
+    for _ in 0..100 {
+        let rows = killer
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%rollups%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        if !rows.is_empty() {
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(killed, "the batch never waited on the counter row");
+    let first = batch.await.unwrap();
+    assert!(first.is_err(), "a killed batch reports failure");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    // Nothing of it stayed; the retries are taken and count once each.
+    let again = [item("k1"), item("k2")];
+    assert_eq!(
+        t.store.ingest(&again, now, ttl).await.unwrap(),
+        [true, true]
+    );
+    assert_eq!(
+        t.store.ingest(&again, now, ttl).await.unwrap(),
+        [false, false]
+    );
+    let rows = t
+        .store
+        .rollups("production", "dpl_a", 100, 101)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].value, 20.0);
 }
