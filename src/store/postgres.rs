@@ -250,6 +250,26 @@ const ADD_ROLLUPS_SQL: &str =
        CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
             ELSE r.value + EXCLUDED.value END";
 
+/// Upserts folded alert states ($1 ids, $2 scopes, $3 statuses, $4 whether
+/// `first_seen` is inherited from a stored firing state, $5 first_seen,
+/// $6 last_seen, $7 bodies, $8 now in ms).
+fn upsert_alerts_sql() -> String {
+    format!(
+        "INSERT INTO {{s}}.docs AS d (kind, id, version, scope, status, updated_at, body)
+         SELECT '{ALERT_KIND}', t.id, 1, t.scope, t.status, {},
+                t.body || jsonb_build_object('first_seen', t.first_seen, 'last_seen', t.last_seen)
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], $6::int8[], $7::jsonb[])
+              AS t(id, scope, status, inherit, first_seen, last_seen, body)
+         ON CONFLICT (kind, id) DO UPDATE SET
+           version = d.version + 1, scope = EXCLUDED.scope, status = EXCLUDED.status,
+           updated_at = EXCLUDED.updated_at,
+           body = EXCLUDED.body || jsonb_build_object('first_seen',
+             CASE WHEN d.status = 'firing' AND (SELECT u.inherit FROM unnest($1::text[], $4::bool[]) AS u(id, inherit) WHERE u.id = d.id)
+                  THEN d.body->'first_seen' ELSE EXCLUDED.body->'first_seen' END)",
+        ts(8)
+    )
+}
+
 type RollupKey<'a> = (&'a str, &'a str, i64, &'a str);
 
 /// Counters folded to one value per row (sum, or max for `max:` names), so
@@ -608,66 +628,69 @@ impl Store for PostgresStore {
         let (scopes, keys): (Vec<&str>, Vec<&str>) = claims.into_iter().unzip();
         let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
         let at = now.as_millis() as f64;
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         let result: StoreResult<Vec<bool>> = async {
-        let tx = client.transaction().await.map_err(pg_err)?;
-        // Statements prepared once per connection: one round trip each.
-        let claim = tx
-            .prepare_cached(&self.sql(&format!(
-                "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at)
-                 SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
-                 ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
-                 WHERE c.expires_at <= {}
-                 RETURNING scope, key",
-                ts(3),
-                ts(4)
-            )))
-            .await
-            .map_err(pg_err)?;
-        let claimed: std::collections::HashSet<(String, String)> = tx
-            .query(&claim, &[&scopes, &keys, &expires, &at])
-            .await
-            .map_err(pg_err)?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let taken: Vec<bool> = batch
-            .iter()
-            .zip(&fresh)
-            .map(|(i, f)| *f && claimed.contains(&(i.scope.clone(), i.key.clone())))
-            .collect();
-        let mine = || {
-            batch
-                .iter()
-                .zip(&taken)
-                .filter(|(_, t)| **t)
-                .map(|(i, _)| i)
-        };
-        // Every counter of the batch, folded to one row each.
-        let rows = fold_rollups(mine().flat_map(|i| i.rollups.iter()));
-        if !rows.is_empty() {
-            let mut cols: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&str>, Vec<f64>) =
-                Default::default();
-            for ((env, dep, minute, name), v) in &rows {
-                cols.0.push(env);
-                cols.1.push(dep);
-                cols.2.push(*minute);
-                cols.3.push(name);
-                cols.4.push(*v);
-            }
-            let add = tx
+            let c: &deadpool_postgres::ClientWrapper = &client.0;
+            // Statements prepared once per connection (cache hits after that).
+            let claim = c
+                .prepare_cached(&self.sql(&format!(
+                    "INSERT INTO {{s}}.once_claims AS c (scope, key, expires_at)
+                     SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
+                     ON CONFLICT (scope, key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                     WHERE c.expires_at <= {}
+                     RETURNING scope, key",
+                    ts(3),
+                    ts(4)
+                )))
+                .await
+                .map_err(pg_err)?;
+            let add = c
                 .prepare_cached(&self.sql(ADD_ROLLUPS_SQL))
                 .await
                 .map_err(pg_err)?;
-            tx.execute(&add, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4])
+            let upsert = c
+                .prepare_cached(&self.sql(&upsert_alerts_sql()))
                 .await
                 .map_err(pg_err)?;
-        }
-        // Alert states: one row per alert, the batch's deliveries applied in order.
-        let mut alerts = fold_alerts(mine().flat_map(|i| i.alerts.iter()));
-        alerts.sort_unstable_by(|a, b| a.last.id.cmp(&b.last.id));
-        if !alerts.is_empty() {
-            let mut cols: (
+            // Two round trips per batch: BEGIN and the claims pipelined, then
+            // the counters, the alert states and COMMIT pipelined.
+            let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&scopes, &keys, &expires, &at];
+            let (begin, claimed) =
+                tokio::join!(c.batch_execute("BEGIN"), c.query(&claim, &claim_params));
+            begin.map_err(pg_err)?;
+            let claimed: std::collections::HashSet<(String, String)> = claimed
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let taken: Vec<bool> = batch
+                .iter()
+                .zip(&fresh)
+                .map(|(i, f)| *f && claimed.contains(&(i.scope.clone(), i.key.clone())))
+                .collect();
+            let mine = || {
+                batch
+                    .iter()
+                    .zip(&taken)
+                    .filter(|(_, t)| **t)
+                    .map(|(i, _)| i)
+            };
+            // Every counter of the batch, folded to one row each.
+            let rows = fold_rollups(mine().flat_map(|i| i.rollups.iter()));
+            let mut rcols: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&str>, Vec<f64>) =
+                Default::default();
+            for ((env, dep, minute, name), v) in &rows {
+                rcols.0.push(env);
+                rcols.1.push(dep);
+                rcols.2.push(*minute);
+                rcols.3.push(name);
+                rcols.4.push(*v);
+            }
+            // Alert states: one row per alert, the batch's deliveries applied in order.
+            let mut alerts = fold_alerts(mine().flat_map(|i| i.alerts.iter()));
+            alerts.sort_unstable_by(|a, b| a.last.id.cmp(&b.last.id));
+            let mut acols: (
                 Vec<&str>,
                 Vec<&str>,
                 Vec<&str>,
@@ -677,41 +700,43 @@ impl Store for PostgresStore {
                 Vec<&serde_json::Value>,
             ) = Default::default();
             for f in &alerts {
-                cols.0.push(&f.last.id);
-                cols.1.push(&f.last.environment);
-                cols.2
+                acols.0.push(&f.last.id);
+                acols.1.push(&f.last.environment);
+                acols
+                    .2
                     .push(if f.last.firing { "firing" } else { "resolved" });
-                cols.3.push(f.inherit);
-                cols.4.push(f.first_seen);
-                cols.5.push(f.last.at);
-                cols.6.push(&f.last.body);
+                acols.3.push(f.inherit);
+                acols.4.push(f.first_seen);
+                acols.5.push(f.last.at);
+                acols.6.push(&f.last.body);
             }
-            let sql = self.sql(&format!(
-                "INSERT INTO {{s}}.docs AS d (kind, id, version, scope, status, updated_at, body)
-                 SELECT '{ALERT_KIND}', t.id, 1, t.scope, t.status, {},
-                        t.body || jsonb_build_object('first_seen', t.first_seen, 'last_seen', t.last_seen)
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], $6::int8[], $7::jsonb[])
-                      AS t(id, scope, status, inherit, first_seen, last_seen, body)
-                 ON CONFLICT (kind, id) DO UPDATE SET
-                   version = d.version + 1, scope = EXCLUDED.scope, status = EXCLUDED.status,
-                   updated_at = EXCLUDED.updated_at,
-                   body = EXCLUDED.body || jsonb_build_object('first_seen',
-                     CASE WHEN d.status = 'firing' AND (SELECT u.inherit FROM unnest($1::text[], $4::bool[]) AS u(id, inherit) WHERE u.id = d.id)
-                          THEN d.body->'first_seen' ELSE EXCLUDED.body->'first_seen' END)",
-                ts(8)
-            ));
-            let upsert = tx.prepare_cached(&sql).await.map_err(pg_err)?;
-            tx.execute(
-                &upsert,
-                &[
-                    &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &at,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(taken)
+            let counters = async {
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                c.execute(&add, &[&rcols.0, &rcols.1, &rcols.2, &rcols.3, &rcols.4])
+                    .await
+            };
+            let states = async {
+                if alerts.is_empty() {
+                    return Ok(0);
+                }
+                c.execute(
+                    &upsert,
+                    &[
+                        &acols.0, &acols.1, &acols.2, &acols.3, &acols.4, &acols.5, &acols.6, &at,
+                    ],
+                )
+                .await
+            };
+            // A failed statement aborts the transaction: the COMMIT after it
+            // then rolls back, and the failure is what is reported.
+            let (counters, states, commit) =
+                tokio::join!(counters, states, c.batch_execute("COMMIT"));
+            counters.map_err(pg_err)?;
+            states.map_err(pg_err)?;
+            commit.map_err(pg_err)?;
+            Ok(taken)
         }
         .await;
         if result.is_err() {
