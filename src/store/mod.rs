@@ -181,6 +181,15 @@ pub trait Store: Send + Sync {
         ingest_each(self, batch, now, ttl).await
     }
 
+    /// Deletes up to `limit` once-claims that expired by `now`; returns how
+    /// many. Every delivery leaves a claim for the dedupe window: without
+    /// pruning the table only grows. Stores whose keys expire on their own
+    /// (Redis) have nothing to prune.
+    async fn prune_claims(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        let _ = (now, limit);
+        Ok(0)
+    }
+
     /// Whether [`Store::ingest`] records a batch in one write, so that
     /// gathering concurrent deliveries pays (group commit). Stores that
     /// record one delivery after another are better called concurrently.

@@ -599,6 +599,20 @@ impl Store for PostgresStore {
         true
     }
 
+    async fn prune_claims(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        let sql = self.sql(&format!(
+            "DELETE FROM {{s}}.once_claims WHERE ctid IN (
+               SELECT ctid FROM {{s}}.once_claims WHERE expires_at <= {} LIMIT $2)",
+            ts(1)
+        ));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.client()
+            .await?
+            .execute(&sql, &[&(now.as_millis() as f64), &limit])
+            .await
+            .map_err(pg_err)
+    }
+
     async fn ingest(
         &self,
         batch: &[Ingest],

@@ -335,6 +335,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_claims(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        let (now, limit) = (now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM once_claims WHERE rowid IN (
+                   SELECT rowid FROM once_claims WHERE expires_at <= ?1 LIMIT ?2)",
+                params![now, limit],
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn put_doc(&self, doc: &Doc, expected: Option<i64>) -> StoreResult<DocWrite> {
         let d = doc.clone();
         self.with(move |c| {

@@ -157,6 +157,15 @@ impl Store for TimedStore {
         self.inner.batches_ingest()
     }
 
+    async fn prune_claims(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        bounded(
+            self.limit,
+            "pruning claims",
+            self.inner.prune_claims(now, limit),
+        )
+        .await
+    }
+
     async fn ingest(
         &self,
         batch: &[super::Ingest],

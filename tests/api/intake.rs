@@ -705,3 +705,46 @@ async fn concurrent_deliveries_are_recorded_once_each_through_group_commit() {
         "each alert written once"
     );
 }
+
+/// Every delivery leaves a dedupe claim for 24 h; the evaluate cron deletes
+/// expired ones, so the claims table does not grow forever, and a delivery
+/// id seen again after its window counts as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evaluate_cron_prunes_expired_dedupe_claims() {
+    use rollback_guard::core::clock::{ManualClock, Timestamp};
+    let t0 = 1_795_600_800_000i64;
+    let clock = std::sync::Arc::new(ManualClock::new(Timestamp::from_millis(t0)));
+    let app = TestApp::spawn_with_clock(
+        Backend::Postgres,
+        &[
+            ("GENERIC_WEBHOOK_SECRET", GENERIC),
+            ("CRON_SECRET", super::seed::CRON),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let body =
+        json!({"environment": "production", "deployment_id": "dpl_a", "metrics": {"requests": 10}});
+    let send = |ts: i64| post_generic_at(&app, "msg_prune", ts, serde_json::to_vec(&body).unwrap());
+    assert_eq!(send(t0 / 1000).await.status(), 202);
+    assert_eq!(
+        send(t0 / 1000).await.status(),
+        200,
+        "a duplicate within the window"
+    );
+    let report = super::seed::cron(&app, "/api/cron/evaluate").await;
+    assert_eq!(report["result"]["pruned_claims"], 0, "{report}");
+    // A day and a bit later the claim has expired and the cron removes it.
+    clock.advance(std::time::Duration::from_secs(25 * 3600));
+    let report = super::seed::cron(&app, "/api/cron/evaluate").await;
+    assert!(
+        report["result"]["pruned_claims"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let later = (t0 + 25 * 3_600_000) / 1000;
+    assert_eq!(
+        send(later).await.status(),
+        202,
+        "the same id after its window is new"
+    );
+}

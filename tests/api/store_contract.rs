@@ -888,6 +888,33 @@ mod cases {
         let y = s.get_doc("alert", "y").await.unwrap().unwrap();
         assert_eq!(y.body["first_seen"].as_i64(), Some(7_000));
     }
+
+    pub async fn expired_claims_are_pruned_in_bounded_steps(t: &TestStore) {
+        let s = &t.store;
+        // Five claims that expire after a minute, one that lasts a day.
+        for k in 0..5 {
+            assert!(s.claim_once("p", &format!("k{k}"), T0, MIN).await.unwrap());
+        }
+        assert!(s
+            .claim_once("p", "long", T0, Duration::from_secs(86_400))
+            .await
+            .unwrap());
+        let later = Timestamp::from_millis(T0.as_millis() + 120_000);
+        // Bounded: at most `limit` per call; stores whose claims expire on
+        // their own (Redis) have nothing to prune.
+        let first = s.prune_claims(later, 3).await.unwrap();
+        let rest = s.prune_claims(later, 100).await.unwrap();
+        assert!(first <= 3, "{first}");
+        let expected = match t.config {
+            rollback_guard::store::StoreConfig::Redis { .. } => 0,
+            _ => 5,
+        };
+        assert_eq!(first + rest, expected, "{first} + {rest}");
+        assert_eq!(s.prune_claims(later, 100).await.unwrap(), 0);
+        // The live claim is kept; pruned keys can be claimed anew.
+        assert!(!s.claim_once("p", "long", later, MIN).await.unwrap());
+        assert!(s.claim_once("p", "k0", later, MIN).await.unwrap());
+    }
 }
 
 macro_rules! contract {
@@ -941,6 +968,7 @@ contract!(
     concurrent_rollup_increments_are_not_lost,
     ingest_records_batches_and_counts_each_delivery_once,
     ingested_alerts_keep_first_seen_while_firing_in_and_across_batches,
+    expired_claims_are_pruned_in_bounded_steps,
 );
 
 /// Postgres records a batch in one transaction: a statement failing half-way
