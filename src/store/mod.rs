@@ -273,8 +273,9 @@ pub async fn audit(
 
 /// Writes the document `build` derives from the current one (if any),
 /// compare-and-set, re-reading and rebuilding when another writer got there first.
-pub async fn upsert_doc<F>(store: &dyn Store, kind: &str, id: &str, mut build: F) -> StoreResult<()>
+pub async fn upsert_doc<S, F>(store: &S, kind: &str, id: &str, mut build: F) -> StoreResult<()>
 where
+    S: Store + ?Sized,
     F: FnMut(Option<&Doc>) -> Doc + Send,
 {
     for _ in 0..MAX_CAS_ATTEMPTS {
@@ -313,7 +314,7 @@ pub async fn ingest_each<S: Store + ?Sized>(
                     .await?;
             }
             for a in &item.alerts {
-                upsert_doc_dyn(store, a, now).await?;
+                upsert_doc(store, ALERT_KIND, &a.id, |existing| a.apply(existing, now)).await?;
             }
             StoreResult::Ok(())
         }
@@ -332,24 +333,6 @@ pub async fn ingest_each<S: Store + ?Sized>(
 /// Claim scope under which a delivery's counters were added (so a retry
 /// after a failure between the counters and the alerts does not add them twice).
 pub const INGEST_ROLLUP_SCOPE: &str = "intake_rollups";
-
-async fn upsert_doc_dyn<S: Store + ?Sized>(
-    store: &S,
-    a: &AlertWrite,
-    now: Timestamp,
-) -> StoreResult<()> {
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let existing = store.get_doc(ALERT_KIND, &a.id).await?;
-        let doc = a.apply(existing.as_ref(), now);
-        if let DocWrite::Written(_) = store
-            .put_doc(&doc, existing.as_ref().map(|d| d.version))
-            .await?
-        {
-            return Ok(());
-        }
-    }
-    Err(StoreError::Contention(format!("{ALERT_KIND} {}", a.id)))
-}
 
 /// Changes an existing document with compare-and-set, re-reading and
 /// re-applying `change` when another writer got there first. `change`

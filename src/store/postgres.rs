@@ -163,29 +163,18 @@ impl PostgresStore {
         text.replace("{s}", &format!("\"{}\"", self.schema))
     }
 
-    /// A pooled connection. One the server has closed since it was last used
-    /// (terminated, or a Neon compute suspended) is dropped from the pool
-    /// rather than handed out to fail its next statement.
+    /// A pooled connection. (The pool's recycling already drops one whose
+    /// connection task has ended; intake also drops the connection of a
+    /// failed batch, see `ingest`.)
     async fn client(&self) -> StoreResult<Conn> {
-        for _ in 0..=self.pool.status().max_size {
-            let obj = self.pool.get().await.map_err(|e| {
-                // Host and port (never the password), and the reason.
-                StoreError::Unavailable(format!(
-                    "cannot connect to Postgres at {}: {}",
-                    self.server,
-                    crate::core::cause::chain(&e)
-                ))
-            })?;
-            if obj.is_closed() {
-                let _ = deadpool_postgres::Object::take(obj);
-                continue;
-            }
-            return Ok(Conn(obj));
-        }
-        Err(StoreError::Unavailable(format!(
-            "every pooled connection to Postgres at {} was closed",
-            self.server
-        )))
+        self.pool.get().await.map(Conn).map_err(|e| {
+            // Host and port (never the password), and the reason.
+            StoreError::Unavailable(format!(
+                "cannot connect to Postgres at {}: {}",
+                self.server,
+                crate::core::cause::chain(&e)
+            ))
+        })
     }
 }
 
@@ -769,35 +758,15 @@ impl Store for PostgresStore {
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let claim = self.claim_sql();
-        let add = self.sql(ADD_ROLLUP_SQL);
-        let expires = now.as_millis().saturating_add(ttl_millis(ttl)) as f64;
-        let at = now.as_millis() as f64;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        if tx
-            .query(&claim, &[&scope, &key, &expires, &at])
-            .await
-            .map_err(pg_err)?
-            .is_empty()
-        {
-            return Ok(false);
-        }
-        for a in adds {
-            let (names, vals): (Vec<String>, Vec<f64>) =
-                merge_values(&a.values).into_iter().unzip();
-            if names.is_empty() {
-                continue;
-            }
-            tx.execute(
-                &add,
-                &[&a.environment, &a.deployment, &a.minute, &names, &vals],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+        // A one-delivery batch: the claim and the folded counters in one transaction.
+        let item = Ingest {
+            scope: scope.into(),
+            key: key.into(),
+            rollups: adds.to_vec(),
+            alerts: Vec::new(),
+        };
+        let taken = self.ingest(std::slice::from_ref(&item), now, ttl).await?;
+        Ok(taken.first().copied().unwrap_or(false))
     }
 
     async fn rollups(

@@ -128,37 +128,9 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Claims `KEYS[1]` (as CLAIM does) and, only if claimed, adds every
-/// minute's counters: `KEYS[2k], KEYS[2k+1]` are a minute's hash and index;
-/// ARGV = now, expires, ttl, retention, then per minute: minute, n, n pairs.
-const ADD_ROLLUPS_ONCE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local a = 5
-for k = 2, #KEYS, 2 do
-  local minute, n = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
-  for i = 1, n do
-    local name, val = ARGV[a], tonumber(ARGV[a + 1])
-    if string.sub(name, 1, 4) == 'max:' then
-      local cur = tonumber(redis.call('HGET', KEYS[k], name) or '-inf')
-      if val > cur then redis.call('HSET', KEYS[k], name, ARGV[a + 1]) end
-    else
-      redis.call('HINCRBYFLOAT', KEYS[k], name, ARGV[a + 1])
-    end
-    a = a + 2
-  end
-  redis.call('PEXPIRE', KEYS[k], ARGV[4])
-  redis.call('ZADD', KEYS[k + 1], minute, minute)
-  redis.call('PEXPIRE', KEYS[k + 1], ARGV[4])
-end
-return 1
-";
-
 /// One intake delivery in one atomic script (see `Store::ingest`): claims
 /// `KEYS[1]` as CLAIM does and, only if claimed, adds its counters (as
-/// ADD_ROLLUPS_ONCE: `ARGV[5]` minutes, each with a hash and index key) and
+/// ADD_ROLLUP does, for `ARGV[5]` minutes, each with a hash and index key) and
 /// writes its alert states (`ARGV[6]` alerts, one document key each, indexed
 /// as PUT_DOC indexes under prefix `ARGV[7]`). An alert keeps the stored
 /// `first_seen` while the stored state is firing. The body arrives as JSON
@@ -244,7 +216,6 @@ static UPSERT_DEPLOYMENT_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(UPSERT_DEPLOYMENT));
 static PUT_DOC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOC));
 static ADD_ROLLUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_ROLLUP));
-static ADD_ROLLUPS_ONCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_ROLLUPS_ONCE));
 static INGEST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INGEST));
 
 /// Redis-backed [`Store`].
@@ -665,28 +636,15 @@ impl Store for RedisStore {
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let ttl = ttl_millis(ttl);
-        let mut script = ADD_ROLLUPS_ONCE_SCRIPT.prepare_invoke();
-        script
-            .key(self.key(&["once", scope, key]))
-            .arg(now.as_millis())
-            .arg(now.as_millis().saturating_add(ttl))
-            .arg(ttl)
-            .arg(ROLLUP_RETENTION_MS);
-        for a in adds {
-            let merged = merge_values(&a.values);
-            script
-                .key(self.key(&["roll", &a.environment, &a.deployment, &a.minute.to_string()]))
-                .key(self.key(&["rollmin", &a.environment, &a.deployment]))
-                .arg(a.minute)
-                .arg(merged.len());
-            for (name, v) in &merged {
-                script.arg(name).arg(v.to_string());
-            }
-        }
-        let n: i64 = script.invoke_async(&mut conn).await.map_err(redis_err)?;
-        Ok(n == 1)
+        // The ingest script with counters only.
+        let item = Ingest {
+            scope: scope.into(),
+            key: key.into(),
+            rollups: adds.to_vec(),
+            alerts: Vec::new(),
+        };
+        let taken = self.ingest(std::slice::from_ref(&item), now, ttl).await?;
+        Ok(taken.first().copied().unwrap_or(false))
     }
 
     async fn rollups(
