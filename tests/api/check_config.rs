@@ -4,19 +4,15 @@
 
 use super::helpers::{Backend, TestStore};
 
-async fn check_config(
-    dir: &std::path::Path,
-    args: &[&str],
-    vars: &[(&str, &str)],
-) -> (i32, String) {
+/// Runs the CLI with `args` in `dir` (SQLite there unless `vars` say
+/// otherwise); the exit code and everything it printed.
+async fn run_cli(dir: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"));
-    cmd.arg("check-config")
-        .args(args)
+    cmd.args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ROLLBACK_GUARD_SQLITE_PATH", dir.join("guard.db"))
-        .env("RUST_LOG", "error");
+        .env("ROLLBACK_GUARD_SQLITE_PATH", dir.join("guard.db"));
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -29,6 +25,19 @@ async fn check_config(
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+async fn check_config(
+    dir: &std::path::Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> (i32, String) {
+    let args: Vec<&str> = std::iter::once("check-config")
+        .chain(args.iter().copied())
+        .collect();
+    let mut vars = vars.to_vec();
+    vars.push(("RUST_LOG", "error"));
+    run_cli(dir, &args, &vars).await
 }
 
 const READY: &str = "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n";
@@ -134,25 +143,9 @@ async fn a_store_that_does_not_answer_fails_the_check_and_names_the_host() {
     assert!(out.contains("reachable"), "{out}");
 }
 
+/// `migrate` at the default log level (the NOTICE check needs it).
 async fn migrate(dir: &std::path::Path, vars: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"));
-    cmd.arg("migrate")
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ROLLBACK_GUARD_SQLITE_PATH", dir.join("guard.db"));
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    run_cli(dir, &["migrate"], vars).await
 }
 
 #[tokio::test]
