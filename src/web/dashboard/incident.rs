@@ -211,7 +211,10 @@ pub async fn render(store: &dyn Store, id: &str) -> StoreResult<Option<String>> 
         );
     }
     h.push_str("</table>");
-    h.push_str("<style>table{width:100%;border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e4e7ec;vertical-align:top}\
-        table.facts th{width:9rem}pre{white-space:pre-wrap;font-size:.8rem;margin:.3rem 0}.critical{color:#b3261e;font-weight:600}.warning{color:#b26a00;font-weight:600}</style>");
+    let _ = write!(
+        h,
+        "<style>{}table.facts th{{width:9rem}}pre{{white-space:pre-wrap;font-size:.8rem;margin:.3rem 0}}</style>",
+        super::TABLE_STYLE
+    );
     Ok(Some(h))
 }

@@ -25,6 +25,12 @@ pub mod chart;
 mod incident;
 mod overview;
 
+/// Table and level styles both dashboard pages share.
+const TABLE_STYLE: &str =
+    "table{width:100%;border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}\
+    th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e4e7ec;vertical-align:top}\
+    .critical{color:#b3261e;font-weight:600}.warning{color:#b26a00;font-weight:600}";
+
 const COOKIE: &str = "rg_session";
 /// Document kind of signed-out sessions (id = session id).
 const REVOKED_KIND: &str = "session_revoked";

@@ -72,13 +72,12 @@ pub async fn render(store: &dyn Store, policy: &Policy, now: Timestamp) -> Store
     unmapped(&mut h, store, now).await?;
     refusals(&mut h, store, now).await?;
     super::audit_section(&mut h, store).await?;
-    h.push_str(STYLE);
+    let _ = write!(h, "<style>{}{CHART_STYLE}</style>", super::TABLE_STYLE);
     Ok(h)
 }
 
-const STYLE: &str = "<style>table{width:100%;border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e4e7ec}\
-    .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1rem}svg.chart{width:100%;height:auto;background:#fafbfc;border:1px solid #e4e7ec;border-radius:8px}\
-    td.critical{color:#b3261e;font-weight:600}td.warning{color:#b26a00;font-weight:600}</style>";
+const CHART_STYLE: &str = ".charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1rem}\
+    svg.chart{width:100%;height:auto;background:#fafbfc;border:1px solid #e4e7ec;border-radius:8px}";
 
 async fn environment(
     h: &mut String,
