@@ -151,9 +151,43 @@ impl<'a> Offsets<'a> {
     }
 }
 
+/// sqlparser stops nesting deeper than this (its own default, made explicit).
+const RECURSION_LIMIT: usize = 50;
+
+/// The stack [`analyze`] runs on. sqlparser recurses once per nesting level,
+/// and at opt-level 0 (release builds too, see Cargo.toml) a level can take
+/// ~50 KiB: a Tokio worker's 2 MiB ran out near 20 nested subqueries, before
+/// [`RECURSION_LIMIT`] stopped them, and a stack overflow aborts the process.
+/// 16 MiB held every shape at the limit (tests); this is four times that. It
+/// is address space reserved, not memory used.
+const ANALYSIS_STACK: usize = 64 << 20;
+
 /// Every hazard of a script, in statement order. Empty means every statement
-/// is on the allowlist.
+/// is on the allowlist. Runs on a thread of its own with a stack deep enough
+/// for the parser's recursion limit ([`ANALYSIS_STACK`]).
 pub fn analyze(sql: &str) -> Vec<Hazard> {
+    let unchecked = |why: &str| {
+        vec![Hazard {
+            kind: HazardKind::Unchecked,
+            statement: 1,
+            reason: format!("could not be checked ({why}), so it is not assumed safe"),
+        }]
+    };
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("sql-analysis".into())
+            .stack_size(ANALYSIS_STACK)
+            .spawn_scoped(scope, || analyze_here(sql))
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| unchecked("the analysis failed")),
+            Err(e) => unchecked(&format!("no thread for the analysis: {e}")),
+        }
+    })
+}
+
+fn analyze_here(sql: &str) -> Vec<Hazard> {
     let stmts = match split(sql) {
         Ok(s) => s,
         Err(e) => {
@@ -207,7 +241,11 @@ fn classify_text(s: &Statement) -> Found {
             ),
         )];
     }
-    let parsed = match Parser::parse_sql(&PostgreSqlDialect {}, &s.text) {
+    let parsed = match Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(&s.text)
+        .and_then(|mut p| p.parse_statements())
+    {
         Ok(p) if p.len() == 1 => p,
         Ok(_) => {
             return vec![(
@@ -740,6 +778,38 @@ mod tests {
         assert_eq!(s[0].text, "INSERT INTO t VALUES ('it''s; ok', $x$ ; $x$)");
         assert_eq!(s[1].text, "SELECT 1 /* c; */");
         assert_eq!(s[0].words, "INSERT INTO T VALUES ( … , … )");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_as_unchecked_within_a_worker_threads_stack() {
+        // Release builds run sqlparser at opt-level 0 (Cargo.toml), as tests
+        // do: its recursion limit must stop deep input before the 2 MiB
+        // stack of a Tokio worker thread runs out.
+        let nested = |open: &str, close: &str| {
+            format!("SELECT {}1{};", open.repeat(5_000), close.repeat(5_000))
+        };
+        let inputs = [
+            nested("(", ")"),
+            nested("(SELECT ", ")"),
+            nested("-", ""),
+            format!("DELETE FROM t WHERE a IN {};", nested("(SELECT ", ")")),
+        ];
+        let results = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                inputs
+                    .iter()
+                    .skip(3)
+                    .take(1)
+                    .map(|sql| kinds(sql))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        for k in results {
+            assert!(!k.is_empty(), "deep nesting passed as safe");
+        }
     }
 
     #[test]
