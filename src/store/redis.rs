@@ -128,71 +128,92 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// One intake delivery in one atomic script (see `Store::ingest`): claims
-/// `KEYS[1]` as CLAIM does and, only if claimed, adds its counters (as
-/// ADD_ROLLUP does, for `ARGV[5]` minutes, each with a hash and index key) and
-/// writes its alert states (`ARGV[6]` alerts, one document key each, indexed
-/// as PUT_DOC indexes under prefix `ARGV[7]`). An alert keeps the stored
-/// `first_seen` while the stored state is firing. The body arrives as JSON
-/// text without `first_seen`/`last_seen`, and is extended as text (never
-/// re-encoded, so it round-trips exactly).
+/// A batch of intake deliveries in one atomic script (see `Store::ingest`).
+/// `ARGV[1]` now, `ARGV[2]` a claim's expiry, `ARGV[3]` its TTL, `ARGV[4]`
+/// the rollup retention, `ARGV[5]` the document index prefix, `ARGV[6]` the
+/// number of deliveries. Each delivery then brings its counts (minutes,
+/// alerts), its claim key, and for each minute a hash and index key with its
+/// counters, for each alert a document key and its fields. A delivery
+/// claims its key as CLAIM does and, only if claimed, adds its counters (as
+/// ADD_ROLLUP does) and writes its alert states (indexed as PUT_DOC
+/// indexes). Deliveries apply in order, so a second delivery of one key in
+/// the batch is a duplicate. An alert keeps the stored `first_seen` while
+/// the stored state is firing. The body arrives as JSON text without
+/// `first_seen`/`last_seen`, and is extended as text (never re-encoded, so
+/// it round-trips exactly). Returns 1 (recorded) or 0 (duplicate) per
+/// delivery.
 const INGEST: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local a = 8
-local k = 2
-for m = 1, tonumber(ARGV[5]) do
-  local minute, n = ARGV[a], tonumber(ARGV[a + 1])
+local now = tonumber(ARGV[1])
+local p = ARGV[5]
+local out = {}
+local a = 7
+local k = 1
+for d = 1, tonumber(ARGV[6]) do
+  local minutes, alerts = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
-  for i = 1, n do
-    local name, val = ARGV[a], tonumber(ARGV[a + 1])
-    if string.sub(name, 1, 4) == 'max:' then
-      local cur = tonumber(redis.call('HGET', KEYS[k], name) or '-inf')
-      if val > cur then redis.call('HSET', KEYS[k], name, ARGV[a + 1]) end
-    else
-      redis.call('HINCRBYFLOAT', KEYS[k], name, ARGV[a + 1])
-    end
-    a = a + 2
-  end
-  redis.call('PEXPIRE', KEYS[k], ARGV[4])
-  redis.call('ZADD', KEYS[k + 1], minute, minute)
-  redis.call('PEXPIRE', KEYS[k + 1], ARGV[4])
-  k = k + 2
-end
-local p = ARGV[7]
-for j = 1, tonumber(ARGV[6]) do
-  local id, scope, status, updated, at, body = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  a = a + 6
-  local dk = KEYS[k]
+  local v = redis.call('GET', KEYS[k])
+  local take = not (v and tonumber(v) > now)
+  if take then redis.call('SET', KEYS[k], ARGV[2], 'PX', ARGV[3]) end
   k = k + 1
-  local cur = redis.call('GET', dk)
-  local version = 1
-  local first = at
-  if cur then
-    local d = cjson.decode(cur)
-    version = d.version + 1
-    if d.status == 'firing' then
-      local ok, b = pcall(cjson.decode, d.body)
-      if ok and type(b) == 'table' and type(b.first_seen) == 'number' then
-        first = string.format('%d', b.first_seen)
+  out[d] = take and 1 or 0
+  for m = 1, minutes do
+    local minute, n = ARGV[a], tonumber(ARGV[a + 1])
+    a = a + 2
+    if take then
+      for i = 1, n do
+        local name, val = ARGV[a + 2 * i - 2], tonumber(ARGV[a + 2 * i - 1])
+        if string.sub(name, 1, 4) == 'max:' then
+          local cur = tonumber(redis.call('HGET', KEYS[k], name) or '-inf')
+          if val > cur then redis.call('HSET', KEYS[k], name, ARGV[a + 2 * i - 1]) end
+        else
+          redis.call('HINCRBYFLOAT', KEYS[k], name, ARGV[a + 2 * i - 1])
+        end
       end
+      redis.call('PEXPIRE', KEYS[k], ARGV[4])
+      redis.call('ZADD', KEYS[k + 1], minute, minute)
+      redis.call('PEXPIRE', KEYS[k + 1], ARGV[4])
     end
-    redis.call('ZREM', p .. 's:' .. d.scope, id)
-    redis.call('ZREM', p .. 't:' .. d.status, id)
-    redis.call('ZREM', p .. 'st:' .. d.scope .. '|' .. d.status, id)
+    a = a + 2 * n
+    k = k + 2
   end
-  local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
-  local full
-  if body == '{}' then full = head .. '}' else full = head .. ',' .. string.sub(body, 2) end
-  redis.call('SET', dk, cjson.encode({version = version, scope = scope, status = status, updated_at = updated, body = full}))
-  local score = tonumber(updated)
-  redis.call('ZADD', p .. 'all', score, id)
-  redis.call('ZADD', p .. 's:' .. scope, score, id)
-  redis.call('ZADD', p .. 't:' .. status, score, id)
-  redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, score, id)
+  for j = 1, alerts do
+    if take then
+      local id, scope, status, updated, at, body = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+      local dk = KEYS[k]
+      local cur = redis.call('GET', dk)
+      local version = 1
+      local first = at
+      -- An unreadable stored state is replaced, not a reason to fail the
+      -- batch half-way (a script's earlier writes are not undone).
+      local readable, doc = false, nil
+      if cur then readable, doc = pcall(cjson.decode, cur) end
+      if readable and type(doc) == 'table' and type(doc.scope) == 'string' and type(doc.status) == 'string' then
+        version = (tonumber(doc.version) or 0) + 1
+        if doc.status == 'firing' then
+          local ok, b = pcall(cjson.decode, doc.body)
+          if ok and type(b) == 'table' and type(b.first_seen) == 'number' then
+            first = string.format('%d', b.first_seen)
+          end
+        end
+        redis.call('ZREM', p .. 's:' .. doc.scope, id)
+        redis.call('ZREM', p .. 't:' .. doc.status, id)
+        redis.call('ZREM', p .. 'st:' .. doc.scope .. '|' .. doc.status, id)
+      end
+      local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
+      local full
+      if body == '{}' then full = head .. '}' else full = head .. ',' .. string.sub(body, 2) end
+      redis.call('SET', dk, cjson.encode({version = version, scope = scope, status = status, updated_at = updated, body = full}))
+      local score = tonumber(updated)
+      redis.call('ZADD', p .. 'all', score, id)
+      redis.call('ZADD', p .. 's:' .. scope, score, id)
+      redis.call('ZADD', p .. 't:' .. status, score, id)
+      redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, score, id)
+    end
+    a = a + 6
+    k = k + 1
+  end
 end
-return 1
+return out
 "#;
 
 /// How long Redis keeps rollups (evaluation looks back at most a few hours).
@@ -579,28 +600,38 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    /// One atomic script per delivery (claim, counters, alert states): one
-    /// round trip instead of four, and nothing half-recorded.
+    /// A batch is one atomic script (each delivery's claim, counters and
+    /// alert states, see [`INGEST`]): one round trip for all of it, so the
+    /// instance's group commit applies, and no delivery half-recorded.
+    fn batches_ingest(&self) -> bool {
+        true
+    }
+
     async fn ingest(
         &self,
         batch: &[Ingest],
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<Vec<bool>> {
-        let mut conn = self.conn.clone();
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let ttl = ttl_millis(ttl);
-        let mut taken = Vec::with_capacity(batch.len());
+        let now_ms = now.as_millis();
+        let updated = now_ms.to_string();
+        let mut script = INGEST_SCRIPT.prepare_invoke();
+        script
+            .arg(now_ms)
+            .arg(now_ms.saturating_add(ttl))
+            .arg(ttl)
+            .arg(ROLLUP_RETENTION_MS)
+            .arg(self.key(&["docs", ALERT_KIND, ""]))
+            .arg(batch.len());
         for item in batch {
-            let mut script = INGEST_SCRIPT.prepare_invoke();
             script
                 .key(self.key(&["once", &item.scope, &item.key]))
-                .arg(now.as_millis())
-                .arg(now.as_millis().saturating_add(ttl))
-                .arg(ttl)
-                .arg(ROLLUP_RETENTION_MS)
                 .arg(item.rollups.len())
-                .arg(item.alerts.len())
-                .arg(self.key(&["docs", ALERT_KIND, ""]));
+                .arg(item.alerts.len());
             for a in &item.rollups {
                 let merged = merge_values(&a.values);
                 script
@@ -618,14 +649,14 @@ impl Store for RedisStore {
                     .arg(&w.id)
                     .arg(&w.environment)
                     .arg(if w.firing { "firing" } else { "resolved" })
-                    .arg(now.as_millis().to_string())
+                    .arg(&updated)
                     .arg(w.at.to_string())
                     .arg(w.body.to_string());
             }
-            let n: i64 = script.invoke_async(&mut conn).await.map_err(redis_err)?;
-            taken.push(n == 1);
         }
-        Ok(taken)
+        let mut conn = self.conn.clone();
+        let taken: Vec<i64> = script.invoke_async(&mut conn).await.map_err(redis_err)?;
+        Ok(taken.into_iter().map(|t| t == 1).collect())
     }
 
     async fn add_rollups_once(

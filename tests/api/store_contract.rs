@@ -1096,3 +1096,55 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].value, 20.0);
 }
+
+/// A Redis batch is one script, and a script's earlier writes are not undone
+/// when it fails: a stored alert state that does not decode must not stop
+/// the batch half-way (claims taken, later deliveries unwritten, retries
+/// answered as duplicates). It is replaced, and every delivery is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_batch_replaces_an_unreadable_alert_state_instead_of_failing_half_way() {
+    let t = TestStore::new(Backend::Redis).await;
+    let rollback_guard::store::StoreConfig::Redis { prefix, .. } = &t.config else {
+        unreachable!()
+    };
+    let client = ::redis::Client::open(super::helpers::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("SET")
+        .arg(format!("{prefix}doc:alert:broken"))
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let write = |id: &str| rollback_guard::store::AlertWrite {
+        id: id.into(),
+        environment: "production".into(),
+        firing: true,
+        at: 5_000,
+        body: serde_json::json!({"source": "test", "name": id}),
+    };
+    let item = |key: &str, id: &str| rollback_guard::store::Ingest {
+        scope: "intake:test".into(),
+        key: key.into(),
+        rollups: Vec::new(),
+        alerts: vec![write(id)],
+    };
+    let now = rollback_guard::core::clock::Timestamp::from_millis(1_795_600_800_000);
+    let ttl = std::time::Duration::from_secs(60);
+    let batch = [
+        item("k1", "before"),
+        item("k2", "broken"),
+        item("k3", "after"),
+    ];
+    assert_eq!(
+        t.store.ingest(&batch, now, ttl).await.unwrap(),
+        [true, true, true]
+    );
+    for id in ["before", "broken", "after"] {
+        let d = t.store.get_doc("alert", id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.status.as_str(), d.body["first_seen"].as_i64()),
+            ("firing", Some(5_000)),
+            "{id}"
+        );
+    }
+}
