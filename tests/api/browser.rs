@@ -33,6 +33,8 @@ impl Browser {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            // Its own process group, so that Chromium goes with it (Drop).
+            .process_group(0)
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -147,6 +149,13 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Killing chromedriver alone left its Chromium processes running
+        // after the tests; the whole process group goes.
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = self.driver.start_kill();
     }
 }
