@@ -91,10 +91,7 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbRollbackErro
             // WITH (FORCE) after a backup check, a pg_terminate_backend): a
             // statement in flight reports it to its caller; the connection's
             // end alone is no news.
-            Err(e)
-                if e.is_closed()
-                    || e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) =>
-            {
+            Err(e) if ended_by_the_server(&e) => {
                 tracing::debug!(error = %e, "app database connection terminated by the server");
             }
             Err(e) => tracing::warn!(error = %e, "app database connection ended"),
@@ -299,4 +296,20 @@ async fn run_down(
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(marked)
+}
+
+/// Whether a connection's end is the server closing it: a clean close, an
+/// administrator's termination (57P01), or the socket reset or cut before
+/// that message could be read (which of these the client sees is a race).
+fn ended_by_the_server(e: &tokio_postgres::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    e.is_closed()
+        || e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)
+        || io.is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        })
 }
