@@ -158,21 +158,14 @@ const RECURSION_LIMIT: usize = 50;
 /// and at opt-level 0 (release builds too, see Cargo.toml) a level can take
 /// ~50 KiB: a Tokio worker's 2 MiB ran out near 20 nested subqueries, before
 /// [`RECURSION_LIMIT`] stopped them, and a stack overflow aborts the process.
-/// 16 MiB held every shape at the limit (tests); this is four times that. It
-/// is address space reserved, not memory used.
+/// 16 MiB held every nesting shape at the limit when measured; this is four
+/// times that. It is address space reserved, not memory used.
 const ANALYSIS_STACK: usize = 64 << 20;
 
 /// Every hazard of a script, in statement order. Empty means every statement
 /// is on the allowlist. Runs on a thread of its own with a stack deep enough
 /// for the parser's recursion limit ([`ANALYSIS_STACK`]).
 pub fn analyze(sql: &str) -> Vec<Hazard> {
-    let unchecked = |why: &str| {
-        vec![Hazard {
-            kind: HazardKind::Unchecked,
-            statement: 1,
-            reason: format!("could not be checked ({why}), so it is not assumed safe"),
-        }]
-    };
     std::thread::scope(|scope| {
         match std::thread::Builder::new()
             .name("sql-analysis".into())
@@ -187,16 +180,19 @@ pub fn analyze(sql: &str) -> Vec<Hazard> {
     })
 }
 
+/// The script as one hazard: it could not be checked, for `why`.
+fn unchecked(why: &str) -> Vec<Hazard> {
+    vec![Hazard {
+        kind: HazardKind::Unchecked,
+        statement: 1,
+        reason: format!("could not be checked ({why}), so it is not assumed safe"),
+    }]
+}
+
 fn analyze_here(sql: &str) -> Vec<Hazard> {
     let stmts = match split(sql) {
         Ok(s) => s,
-        Err(e) => {
-            return vec![Hazard {
-                kind: HazardKind::Unchecked,
-                statement: 1,
-                reason: format!("could not be checked ({e}), so it is not assumed safe"),
-            }]
-        }
+        Err(e) => return unchecked(&e.to_string()),
     };
     let mut out = Vec::new();
     for (i, s) in stmts.iter().enumerate() {
