@@ -291,6 +291,26 @@ where
     Err(StoreError::Contention(format!("{kind} {id}")))
 }
 
+/// [`Store::add_rollups_once`] for stores whose [`Store::ingest`] is one
+/// atomic write: a one-delivery batch with counters only.
+pub(crate) async fn add_rollups_once_by_ingest<S: Store + ?Sized>(
+    store: &S,
+    scope: &str,
+    key: &str,
+    adds: &[RollupAdd],
+    now: Timestamp,
+    ttl: Duration,
+) -> StoreResult<bool> {
+    let item = Ingest {
+        scope: scope.into(),
+        key: key.into(),
+        rollups: adds.to_vec(),
+        alerts: Vec::new(),
+    };
+    let taken = store.ingest(std::slice::from_ref(&item), now, ttl).await?;
+    Ok(taken.first().copied().unwrap_or(false))
+}
+
 /// [`Store::ingest`] one delivery at a time with the store's own
 /// operations: the claim, then the counters (claimed together with them, so
 /// a retry never counts twice), then the alert states. A failure withdraws

@@ -758,15 +758,8 @@ impl Store for PostgresStore {
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        // A one-delivery batch: the claim and the folded counters in one transaction.
-        let item = Ingest {
-            scope: scope.into(),
-            key: key.into(),
-            rollups: adds.to_vec(),
-            alerts: Vec::new(),
-        };
-        let taken = self.ingest(std::slice::from_ref(&item), now, ttl).await?;
-        Ok(taken.first().copied().unwrap_or(false))
+        // One transaction (Postgres) or one script (Redis), via ingest.
+        super::add_rollups_once_by_ingest(self, scope, key, adds, now, ttl).await
     }
 
     async fn rollups(

@@ -667,15 +667,8 @@ impl Store for RedisStore {
         now: Timestamp,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        // The ingest script with counters only.
-        let item = Ingest {
-            scope: scope.into(),
-            key: key.into(),
-            rollups: adds.to_vec(),
-            alerts: Vec::new(),
-        };
-        let taken = self.ingest(std::slice::from_ref(&item), now, ttl).await?;
-        Ok(taken.first().copied().unwrap_or(false))
+        // One transaction (Postgres) or one script (Redis), via ingest.
+        super::add_rollups_once_by_ingest(self, scope, key, adds, now, ttl).await
     }
 
     async fn rollups(

@@ -420,14 +420,7 @@ async fn a_store_outage_answers_503_so_the_sender_retries() {
     ]);
     let app = TestApp::serve(App::new(Ok(cfg), std::sync::Arc::new(SystemClock))).await;
     let body = json!({"version": "4", "status": "firing", "groupKey": "g", "alerts": [{"status": "firing", "labels": {"alertname": "X"}, "fingerprint": "f1"}]});
-    let res = app
-        .client
-        .post(app.url("/api/alerts?source=alertmanager"))
-        .bearer_auth(AM_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = post_alertmanager(&app, &body).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
     assert_eq!(json(res).await["code"], "store_unavailable");
@@ -538,19 +531,23 @@ async fn extreme_timestamps_are_refused_not_panicked_on() {
     }
 }
 
+/// POSTs an Alertmanager webhook body with the configured token.
+async fn post_alertmanager(app: &TestApp, body: &serde_json::Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/alerts?source=alertmanager"))
+        .bearer_auth(AM_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn alertmanager(app: &TestApp, labels: serde_json::Value) -> serde_json::Value {
     let body = json!({"version": "4", "status": "firing", "groupKey": "g", "receiver": "guard",
         "alerts": [{"status": "firing", "labels": labels, "annotations": {},
                     "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                     "fingerprint": format!("f{}", rand_suffix())}]});
-    let res = app
-        .client
-        .post(app.url("/api/alerts?source=alertmanager"))
-        .bearer_auth(AM_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = post_alertmanager(app, &body).await;
     assert_eq!(res.status(), 202);
     json(res).await
 }
@@ -669,15 +666,7 @@ async fn concurrent_deliveries_are_recorded_once_each_through_group_commit() {
                 "alerts": [{"status": "firing", "labels": {"alertname": format!("A{n}"), "environment": "production"},
                             "annotations": {}, "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                             "fingerprint": format!("fp{n}")}]});
-            let res = app
-                .client
-                .post(app.url("/api/alerts?source=alertmanager"))
-                .bearer_auth(AM_TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            res.status().as_u16()
+            post_alertmanager(&app, &body).await.status().as_u16()
         }));
     }
     let mut statuses = Vec::new();

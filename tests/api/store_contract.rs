@@ -971,6 +971,46 @@ contract!(
     expired_claims_are_pruned_in_bounded_steps,
 );
 
+/// A delivery `key` of 10 requests to `env`/dpl_a in minute 100.
+fn counted(key: &str, env: &str) -> rollback_guard::store::Ingest {
+    rollback_guard::store::Ingest {
+        scope: "intake:test".into(),
+        key: key.into(),
+        rollups: vec![rollback_guard::store::RollupAdd {
+            environment: env.into(),
+            deployment: "dpl_a".into(),
+            minute: 100,
+            values: vec![("requests".into(), 10.0)],
+        }],
+        alerts: vec![],
+    }
+}
+
+/// After a failed batch of k1 and k2 recorded nothing: both retries are
+/// taken, a second retry is a duplicate, and the counter holds 20 once.
+async fn retries_are_taken_and_count_once(
+    t: &TestStore,
+    now: rollback_guard::core::clock::Timestamp,
+    ttl: std::time::Duration,
+) {
+    let again = [counted("k1", "production"), counted("k2", "production")];
+    assert_eq!(
+        t.store.ingest(&again, now, ttl).await.unwrap(),
+        [true, true]
+    );
+    assert_eq!(
+        t.store.ingest(&again, now, ttl).await.unwrap(),
+        [false, false]
+    );
+    let rows = t
+        .store
+        .rollups("production", "dpl_a", 100, 101)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].value, 20.0);
+}
+
 /// Postgres records a batch in one transaction: a statement failing half-way
 /// (here a NUL byte, which Postgres text refuses, in the second delivery)
 /// leaves none of the batch recorded, claims included, so every sender's
@@ -978,21 +1018,10 @@ contract!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_postgres_batch_records_none_of_its_deliveries() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::{Ingest, RollupAdd};
     let t = TestStore::new(Backend::Postgres).await;
     let now = Timestamp::from_millis(1_764_000_000_000);
     let ttl = std::time::Duration::from_secs(60);
-    let item = |key: &str, env: &str| Ingest {
-        scope: "intake:test".into(),
-        key: key.into(),
-        rollups: vec![RollupAdd {
-            environment: env.into(),
-            deployment: "dpl_a".into(),
-            minute: 100,
-            values: vec![("requests".into(), 10.0)],
-        }],
-        alerts: vec![],
-    };
+    let item = counted;
     let bad = [item("k1", "production"), item("k2", "prod\0uction")];
     assert!(t.store.ingest(&bad, now, ttl).await.is_err());
     assert!(t
@@ -1002,18 +1031,7 @@ async fn a_failed_postgres_batch_records_none_of_its_deliveries() {
         .unwrap()
         .is_empty());
     // The retries are taken, and count once.
-    let good = [item("k1", "production"), item("k2", "production")];
-    assert_eq!(t.store.ingest(&good, now, ttl).await.unwrap(), [true, true]);
-    assert_eq!(
-        t.store.ingest(&good, now, ttl).await.unwrap(),
-        [false, false]
-    );
-    let rows = t
-        .store
-        .rollups("production", "dpl_a", 100, 101)
-        .await
-        .unwrap();
-    assert_eq!(rows[0].value, 20.0);
+    retries_are_taken_and_count_once(&t, now, ttl).await;
 }
 
 /// A crash in the middle of a Postgres batch (its connection killed after
@@ -1023,24 +1041,14 @@ async fn a_failed_postgres_batch_records_none_of_its_deliveries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_once() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::{Ingest, RollupAdd, StoreConfig};
+    use rollback_guard::store::StoreConfig;
     let t = TestStore::new(Backend::Postgres).await;
     let StoreConfig::Postgres { url, schema } = t.config.clone() else {
         unreachable!()
     };
     let now = Timestamp::from_millis(1_764_000_000_000);
     let ttl = std::time::Duration::from_secs(60);
-    let item = |key: &str| Ingest {
-        scope: "intake:test".into(),
-        key: key.into(),
-        rollups: vec![RollupAdd {
-            environment: "production".into(),
-            deployment: "dpl_a".into(),
-            minute: 100,
-            values: vec![("requests".into(), 10.0)],
-        }],
-        alerts: vec![],
-    };
+    let item = |key: &str| counted(key, "production");
     // Another session holds the counter's row, uncommitted: the batch's
     // counter write waits there, after its claims.
     let blocker = rollback_guard::integrations::app_database::connect(url.expose())
@@ -1079,22 +1087,7 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
     assert!(first.is_err(), "a killed batch reports failure");
     blocker.batch_execute("ROLLBACK").await.unwrap();
     // Nothing of it stayed; the retries are taken and count once each.
-    let again = [item("k1"), item("k2")];
-    assert_eq!(
-        t.store.ingest(&again, now, ttl).await.unwrap(),
-        [true, true]
-    );
-    assert_eq!(
-        t.store.ingest(&again, now, ttl).await.unwrap(),
-        [false, false]
-    );
-    let rows = t
-        .store
-        .rollups("production", "dpl_a", 100, 101)
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].value, 20.0);
+    retries_are_taken_and_count_once(&t, now, ttl).await;
 }
 
 /// A Redis batch is one script, and a script's earlier writes are not undone
