@@ -26,7 +26,9 @@ const DRAIN_SECRET: &str = "vercel-drain-secret-0123456789";
 /// Lines per log-drain request (Vercel batches a drain's lines).
 const DRAIN_LINES: usize = 200;
 const DRAIN_REQUESTS: usize = 1_500;
-const ALERTS: usize = 6_000;
+/// Alerts per system: a second or two of load each (6,000 was a fifth of a
+/// second on Redis, too short for a steady rate).
+const ALERTS: usize = 30_000;
 const CONCURRENCY: usize = 32;
 const SIGNALS: u64 = 1_000_000;
 

@@ -1,7 +1,8 @@
 //! Wiring: the application state shared by every request, typed
 //! configuration (the only reader of environment variables), the local
-//! server, the Vercel adapter and telemetry.
+//! server, the Vercel adapter, telemetry and the process allocator.
 
+mod alloc;
 pub mod app;
 pub mod config;
 pub mod console;
