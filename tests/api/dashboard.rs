@@ -95,6 +95,8 @@ async fn the_dashboard_needs_the_operator_token_and_shows_the_history() {
         "rollback_succeeded",
         "(dry run)",
         "href=\"/api/dashboard?incident=inc_",
+        // No refused links: zero, not "-0" (an empty float sum is -0.0).
+        "Last 60 minutes: 0</p>",
     ] {
         assert!(page.contains(want), "dashboard lacks {want:?}");
     }

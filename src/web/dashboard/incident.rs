@@ -198,19 +198,21 @@ pub async fn render(store: &dyn Store, id: &str) -> StoreResult<Option<String>> 
     }
 
     // Audit trail.
-    h.push_str("<h2>Audit trail</h2><table><tr><th>#</th><th>At</th><th>Actor</th><th>Action</th><th>Subject</th></tr>");
-    for r in d["audit"].as_array().into_iter().flatten() {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            r["seq"],
-            at(&r["at"]),
-            escape(&s(&r["actor"])),
-            escape(&s(&r["action"])),
-            escape(&s(&r["subject"]))
-        );
-    }
-    h.push_str("</table>");
+    h.push_str("<h2>Audit trail</h2>");
+    super::audit_table(
+        &mut h,
+        d["audit"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| super::AuditRow {
+                seq: r["seq"].to_string(),
+                at: at(&r["at"]),
+                actor: s(&r["actor"]),
+                action: s(&r["action"]),
+                subject: s(&r["subject"]),
+            }),
+    );
     let _ = write!(
         h,
         "<style>{}table.facts th{{width:9rem}}pre{{white-space:pre-wrap;font-size:.8rem;margin:.3rem 0}}</style>",

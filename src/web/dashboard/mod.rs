@@ -222,20 +222,50 @@ fn sign_in(status: StatusCode, error: &str) -> Response {
 /// The audit tail with its chain check.
 async fn audit_section(h: &mut String, store: &dyn Store) -> StoreResult<()> {
     let (trail, chain) = audit_tail(store, 30).await?;
-    let _ = write!(h, "<h2>Audit trail</h2><p class=\"note\">Hash chain: {}</p><table><tr><th>#</th><th>At</th><th>Actor</th><th>Action</th><th>Subject</th></tr>", escape(&chain));
-    for r in trail.iter().rev() {
+    let _ = write!(
+        h,
+        "<h2>Audit trail</h2><p class=\"note\">Hash chain: {}</p>",
+        escape(&chain)
+    );
+    audit_table(
+        h,
+        trail.iter().rev().map(|r| AuditRow {
+            seq: r.seq.to_string(),
+            at: overview::when(Some(r.entry.at.as_millis())),
+            actor: r.entry.actor.clone(),
+            action: r.entry.action.clone(),
+            subject: r.entry.subject.clone(),
+        }),
+    );
+    Ok(())
+}
+
+/// One row of an audit-trail table, formatted for display.
+struct AuditRow {
+    seq: String,
+    at: String,
+    actor: String,
+    action: String,
+    subject: String,
+}
+
+/// An audit-trail table: the overview's tail and an incident's records.
+fn audit_table(h: &mut String, rows: impl Iterator<Item = AuditRow>) {
+    h.push_str(
+        "<table><tr><th>#</th><th>At</th><th>Actor</th><th>Action</th><th>Subject</th></tr>",
+    );
+    for r in rows {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            r.seq,
-            overview::when(Some(r.entry.at.as_millis())),
-            escape(&r.entry.actor),
-            escape(&r.entry.action),
-            escape(&r.entry.subject)
+            escape(&r.seq),
+            r.at,
+            escape(&r.actor),
+            escape(&r.action),
+            escape(&r.subject)
         );
     }
     h.push_str("</table>");
-    Ok(())
 }
 
 /// The newest `n` records, and what is known of the chain: whether the

@@ -259,11 +259,13 @@ async fn refusals(h: &mut String, store: &dyn Store, now: Timestamp) -> StoreRes
             minute + 1,
         )
         .await?;
-    let mut by_reason: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    // Counts, shown as whole numbers (a float sum of nothing is -0.0, which
+    // printed as "-0").
+    let mut by_reason: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for r in &refused {
-        *by_reason.entry(r.name.as_str()).or_default() += r.value;
+        *by_reason.entry(r.name.as_str()).or_default() += r.value.max(0.0).round() as u64;
     }
-    let total: f64 = by_reason.values().sum();
+    let total: u64 = by_reason.values().sum();
     let detail = if by_reason.is_empty() {
         String::new()
     } else {
@@ -272,7 +274,7 @@ async fn refusals(h: &mut String, store: &dyn Store, now: Timestamp) -> StoreRes
             escape(
                 &by_reason
                     .iter()
-                    .map(|(k, v)| format!("{k}: {v:.0}"))
+                    .map(|(k, v)| format!("{k}: {v}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -280,7 +282,7 @@ async fn refusals(h: &mut String, store: &dyn Store, now: Timestamp) -> StoreRes
     };
     let _ = write!(
         h,
-        "<h2>Refused approval links</h2><p class=\"note\">Last 60 minutes: {total:.0}{detail}</p>"
+        "<h2>Refused approval links</h2><p class=\"note\">Last 60 minutes: {total}{detail}</p>"
     );
     Ok(())
 }
