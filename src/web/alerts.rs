@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::flows::intake::signal::Signal;
 use crate::flows::intake::{
-    authenticate, dedupe_key, parse, prepare, record_delivery, Source, DEDUPE_TTL,
+    authenticate, dedupe_key, parse, prepare, record_delivery_once, Source,
 };
 use crate::runtime::app::App;
 use crate::store::Ingest;
@@ -72,17 +72,10 @@ pub async fn receive(app: &App, req: Request) -> Result<Response, ApiError> {
     let has_deployments = signals.iter().any(|s| matches!(s, Signal::Deployment(_)));
     let unmapped = if has_deployments {
         // Registry updates are compare-and-set per deployment: one delivery at a time.
-        if !store.claim_once(&scope, &key, now, DEDUPE_TTL).await? {
-            return Ok(duplicate());
-        }
-        match record_delivery(store.as_ref(), Some(&key), &signals, now, default_env).await {
-            Ok(u) => u,
-            Err(e) => {
-                if let Err(release) = store.release_claim(&scope, &key).await {
-                    tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
-                }
-                return Err(e.into());
-            }
+        match record_delivery_once(store.as_ref(), &scope, &key, &signals, now, default_env).await?
+        {
+            Some(unmapped) => unmapped,
+            None => return Ok(duplicate()),
         }
     } else {
         // Metrics and alerts: recorded with the deliveries arriving alongside,

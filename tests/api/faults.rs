@@ -455,3 +455,54 @@ async fn a_delivery_that_fails_part_way_is_counted_exactly_once_after_the_retry(
         }
     }
 }
+
+/// A deployment webhook goes one at a time: its dedupe claim, then the
+/// registry and audit writes. When a write after the claim fails, the claim
+/// is withdrawn, so the sender's retry is recorded (once), not dropped as a
+/// duplicate of a delivery that never landed.
+#[tokio::test]
+async fn a_deployment_webhook_that_fails_after_its_claim_is_recorded_on_the_retry() {
+    use rollback_guard::flows::intake::record_delivery_once;
+    use rollback_guard::flows::intake::signal::{DeploymentEvent, Signal};
+    let ts = TestStore::new(Backend::Sqlite).await;
+    // Write 1 is the claim; write 2, the first registry write, fails.
+    let faulty = FaultyStore::over(Arc::clone(&ts.store), 2);
+    let now = SystemClock.now();
+    let signals = [Signal::Deployment(DeploymentEvent {
+        id: "dpl_retry".into(),
+        state: rollback_guard::store::DeploymentState::Ready,
+        environment: "production".into(),
+        url: "https://dpl-retry.vercel.app".into(),
+        git_sha: None,
+        at: now,
+        event: "deployment.succeeded".into(),
+        meta: serde_json::json!({}),
+    })];
+    let first = record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None).await;
+    assert!(first.is_err(), "the injected fault fails the delivery");
+    assert!(faulty
+        .inner
+        .deployment("dpl_retry")
+        .await
+        .unwrap()
+        .is_none());
+
+    let retry = record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None)
+        .await
+        .unwrap();
+    assert!(retry.is_some(), "the retry is recorded, not a duplicate");
+    assert!(faulty
+        .inner
+        .deployment("dpl_retry")
+        .await
+        .unwrap()
+        .is_some());
+
+    let again = record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None)
+        .await
+        .unwrap();
+    assert!(
+        again.is_none(),
+        "a delivery recorded once is a duplicate after"
+    );
+}

@@ -327,6 +327,33 @@ pub async fn record_delivery(
     Ok(p.unmapped)
 }
 
+/// [`record_delivery`] at most once per dedupe `key`: claims it in `scope`
+/// first (`Ok(None)`: a duplicate, nothing recorded) and, if recording
+/// fails, withdraws the claim so the sender's retry is recorded. For
+/// deliveries that must go one at a time (deployment events: the registry
+/// is compare-and-set per deployment), not through the batched path.
+pub async fn record_delivery_once(
+    store: &dyn Store,
+    scope: &str,
+    key: &str,
+    signals: &[Signal],
+    now: Timestamp,
+    default_env: Option<&str>,
+) -> StoreResult<Option<Vec<Unmapped>>> {
+    if !store.claim_once(scope, key, now, DEDUPE_TTL).await? {
+        return Ok(None);
+    }
+    match record_delivery(store, Some(key), signals, now, default_env).await {
+        Ok(unmapped) => Ok(Some(unmapped)),
+        Err(e) => {
+            if let Err(release) = store.release_claim(scope, key).await {
+                tracing::error!(error = %release, "could not withdraw the dedupe claim; a retry of this delivery will be dropped");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Claim scope of deliveries whose counters were added.
 const ROLLUP_SCOPE: &str = crate::store::INGEST_ROLLUP_SCOPE;
 
