@@ -62,6 +62,50 @@ fn alert_body(i: usize) -> serde_json::Value {
                        "annotations": {"summary": "bench"}, "startsAt": "2026-11-25T10:00:00Z", "fingerprint": format!("{i:016x}")}]})
 }
 
+/// CPU seconds used so far by this process (the guard and the load
+/// generator) and by every process whose name starts with `server` (read
+/// from /proc: Linux; zeros elsewhere). /proc counts in USER_HZ, 100 on
+/// Linux whatever the kernel's own tick.
+fn cpu_seconds(server: &str) -> (f64, f64) {
+    fn ticks(stat: &str) -> Option<(String, f64)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let t = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some((stat[open + 1..close].to_string(), t / 100.0))
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .map_or(0.0, |(_, t)| t);
+    let mut servers = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Some((comm, t)) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| ticks(&s))
+        {
+            if comm.starts_with(server) {
+                servers += t;
+            }
+        }
+    }
+    (own, servers)
+}
+
+/// Runs `load` and returns its result with the CPU per alert, in µs, of this
+/// process and of the `server` processes while it ran.
+async fn with_cpu<T>(
+    server: &str,
+    alerts: usize,
+    load: impl std::future::Future<Output = T>,
+) -> (T, f64, f64) {
+    let (own0, srv0) = cpu_seconds(server);
+    let out = load.await;
+    let (own1, srv1) = cpu_seconds(server);
+    let per = |d: f64| d * 1e6 / alerts as f64;
+    (out, per(own1 - own0), per(srv1 - srv0))
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -389,9 +433,13 @@ async fn bench_intake() {
 
     let b = Arc::clone(&bodies);
     let u = guard_url.clone();
-    let (guard_rate, guard_lat) = blast(ALERTS - 200, move |i| {
-        post(&u, b[i].clone()).header("authorization", format!("Bearer {TOKEN}"))
-    })
+    let ((guard_rate, guard_lat), pg_own, pg_srv) = with_cpu(
+        "postgres",
+        ALERTS - 200,
+        blast(ALERTS - 200, move |i| {
+            post(&u, b[i].clone()).header("authorization", format!("Bearer {TOKEN}"))
+        }),
+    )
     .await;
     let b = Arc::clone(&bodies);
     let u = redis_guard_url.clone();
@@ -401,15 +449,24 @@ async fn bench_intake() {
     .await;
     let b = Arc::clone(&bodies);
     let u = redis_guard_url.clone();
-    let (redis_rate, redis_lat) = blast(ALERTS - 200, move |i| {
-        post(&u, b[i].clone()).header("authorization", format!("Bearer {TOKEN}"))
-    })
+    let ((redis_rate, redis_lat), redis_own, redis_srv) = with_cpu(
+        "redis-server",
+        ALERTS - 200,
+        blast(ALERTS - 200, move |i| {
+            post(&u, b[i].clone()).header("authorization", format!("Bearer {TOKEN}"))
+        }),
+    )
     .await;
     let b = Arc::clone(&am_bodies);
     let u = format!("{am_url}/api/v2/alerts");
-    let (am_rate, am_lat) = blast(ALERTS - 200, move |i| {
-        post(&u, b[i].clone()).header("content-type", "application/json")
-    })
+    // /proc shortens names to 15 characters.
+    let ((am_rate, am_lat), am_own, am_srv) = with_cpu(
+        "prometheus-aler",
+        ALERTS - 200,
+        blast(ALERTS - 200, move |i| {
+            post(&u, b[i].clone()).header("content-type", "application/json")
+        }),
+    )
     .await;
 
     println!(
@@ -426,6 +483,14 @@ async fn bench_intake() {
     println!(
         "  ratio guard(Redis) / alertmanager     : {:.2}x",
         redis_rate / am_rate
+    );
+    // Where the CPU goes: the load generator's share is what this process
+    // used during the Alertmanager run (there it only sends).
+    println!("  CPU per alert, µs (this process = guard + load generator; then the server):");
+    println!("    Postgres run     : {pg_own:>5.1} + postgres {pg_srv:>5.1}");
+    println!("    Redis run        : {redis_own:>5.1} + redis-server {redis_srv:>5.1}");
+    println!(
+        "    Alertmanager run : {am_own:>5.1} (load generator only) + alertmanager {am_srv:>5.1}"
     );
 
     let ceiling = pgbench_single_row_ceiling(&schema).await;
