@@ -478,29 +478,24 @@ async fn a_deployment_webhook_that_fails_after_its_claim_is_recorded_on_the_retr
         event: "deployment.succeeded".into(),
         meta: serde_json::json!({}),
     })];
-    let first = record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None).await;
-    assert!(first.is_err(), "the injected fault fails the delivery");
-    assert!(faulty
-        .inner
-        .deployment("dpl_retry")
-        .await
-        .unwrap()
-        .is_none());
-
-    let retry = record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None)
-        .await
-        .unwrap();
+    let deliver = || record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None);
+    let stored = || async {
+        faulty
+            .inner
+            .deployment("dpl_retry")
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(
+        deliver().await.is_err(),
+        "the injected fault fails the delivery"
+    );
+    assert!(!stored().await);
+    let retry = deliver().await.unwrap();
     assert!(retry.is_some(), "the retry is recorded, not a duplicate");
-    assert!(faulty
-        .inner
-        .deployment("dpl_retry")
-        .await
-        .unwrap()
-        .is_some());
-
-    let again = record_delivery_once(&faulty, "intake:vercel", "wh_1", &signals, now, None)
-        .await
-        .unwrap();
+    assert!(stored().await);
+    let again = deliver().await.unwrap();
     assert!(
         again.is_none(),
         "a delivery recorded once is a duplicate after"
