@@ -51,7 +51,9 @@ else:
     proc = subprocess.Popen([health], cwd=work, env=env, stdout=subprocess.DEVNULL)
     body = b""
     try:
-        for _ in range(100):
+        # Polled every 5 ms (10 s at most): a coarser poll measured its own
+        # interval (a first try before the listener was up read as 100+ ms).
+        for _ in range(2000):
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).read()
                 break
@@ -59,7 +61,7 @@ else:
                 body = e.read()
                 break
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.005)
     finally:
         cold_ms = (time.monotonic() - started) * 1000
         proc.kill()
