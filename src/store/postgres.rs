@@ -98,6 +98,37 @@ pub struct PostgresStore {
     server: String,
 }
 
+/// Connections per instance.
+const POOL_SIZE: usize = 8;
+
+/// How long a pooled connection may sit unused before it is checked before
+/// use (see [`verify_if_idle`]).
+const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// Checks a pooled connection that sat unused for [`VERIFY_AFTER_IDLE`] or
+/// more (an empty query, one round trip) before it is handed out; one the
+/// server ended is dropped and the pool takes or opens another. Neon ends
+/// idle connections (its compute suspends, its pooler restarts), and a
+/// Vercel instance is frozen between requests, so the pool's own check (has
+/// the connection task ended?) cannot see the end before the next checkout.
+/// Connections in steady use (intake under load) are never checked.
+fn verify_if_idle<'a>(
+    client: &'a mut deadpool_postgres::ClientWrapper,
+    metrics: &'a deadpool_postgres::Metrics,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), deadpool_postgres::HookError>> + Send + 'a>,
+> {
+    Box::pin(async move {
+        if metrics.last_used() < VERIFY_AFTER_IDLE {
+            return Ok(());
+        }
+        client.simple_query("").await.map(|_| ()).map_err(|e| {
+            tracing::debug!(error = %e, "an idle pooled Postgres connection had ended; replacing it");
+            deadpool_postgres::HookError::Backend(e)
+        })
+    })
+}
+
 impl PostgresStore {
     /// Builds a lazy pool; no connection is made until the first call.
     pub fn connect(url: &str, schema: &str, connect_timeout: Duration) -> StoreResult<Self> {
@@ -122,7 +153,8 @@ impl PostgresStore {
             },
         );
         let pool = Pool::builder(mgr)
-            .max_size(8)
+            .max_size(POOL_SIZE)
+            .pre_recycle(deadpool_postgres::Hook::async_fn(verify_if_idle))
             .wait_timeout(Some(connect_timeout))
             // Bounds the whole handshake, not only the TCP connect.
             .create_timeout(Some(connect_timeout))
@@ -163,9 +195,10 @@ impl PostgresStore {
         text.replace("{s}", &format!("\"{}\"", self.schema))
     }
 
-    /// A pooled connection. (The pool's recycling already drops one whose
-    /// connection task has ended; intake also drops the connection of a
-    /// failed batch, see `ingest`.)
+    /// A pooled connection. (The pool's recycling drops one whose
+    /// connection task has ended, and checks one that sat idle, see
+    /// [`verify_if_idle`]; intake also drops the connection of a failed
+    /// batch, see `ingest`.)
     async fn client(&self) -> StoreResult<Conn> {
         self.pool.get().await.map(Conn).map_err(|e| {
             // Host and port (never the password), and the reason.

@@ -1141,3 +1141,45 @@ async fn a_redis_batch_replaces_an_unreadable_alert_state_instead_of_failing_hal
         );
     }
 }
+
+/// Neon ends idle connections (its compute suspends, its pooler restarts),
+/// and a Vercel instance is frozen between requests, so the pool cannot see
+/// the end before the next request checks the connection out. That request
+/// (an approver's click, a cron) must not fail with a 503: a connection idle
+/// for a while is checked before use and replaced if the server ended it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pooled_postgres_connection_the_server_ended_while_idle_is_replaced_not_failed() {
+    use rollback_guard::store::StoreConfig;
+    let t = TestStore::new(Backend::Postgres).await;
+    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    t.store.get_doc("incident", "warm").await.unwrap();
+    // The server ends the idle pooled connection while this runtime is not
+    // running (blocked here, as a frozen instance is): its connection task
+    // cannot notice before the next checkout. Past the idle check's threshold.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let killer = rollback_guard::integrations::app_database::connect(url.expose())
+                .await
+                .unwrap();
+            let ended = killer
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE state = 'idle' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+                    &[&schema],
+                )
+                .await
+                .unwrap();
+            assert_eq!(ended.len(), 1, "the store's one pooled connection");
+        });
+        std::thread::sleep(std::time::Duration::from_millis(5_500));
+    })
+    .join()
+    .unwrap();
+    assert!(t.store.get_doc("incident", "warm").await.unwrap().is_none());
+}
