@@ -787,24 +787,18 @@ mod tests {
         let inputs = [
             nested("(", ")"),
             nested("(SELECT ", ")"),
-            nested("-", ""),
+            // Unary minus, spaced: "--" would start a comment.
+            nested("- ", ""),
             format!("DELETE FROM t WHERE a IN {};", nested("(SELECT ", ")")),
         ];
         let results = std::thread::Builder::new()
             .stack_size(2 << 20)
-            .spawn(move || {
-                inputs
-                    .iter()
-                    .skip(3)
-                    .take(1)
-                    .map(|sql| kinds(sql))
-                    .collect::<Vec<_>>()
-            })
+            .spawn(move || inputs.iter().map(|sql| kinds(sql)).collect::<Vec<_>>())
             .unwrap()
             .join()
             .expect("no stack overflow");
-        for k in results {
-            assert!(!k.is_empty(), "deep nesting passed as safe");
+        for (i, k) in results.into_iter().enumerate() {
+            assert!(!k.is_empty(), "deep nesting passed as safe (input {i})");
         }
     }
 
