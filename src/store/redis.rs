@@ -79,10 +79,28 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 ";
 
+/// Lua shared by the scripts that write documents (PUT_DOC, INGEST): the
+/// stored form and the four listing indexes (all, by scope, by status, by
+/// both) that `list_docs` reads, scored by update time.
+const DOC_LUA: &str = r"
+local function unindex_doc(p, id, scope, status)
+  redis.call('ZREM', p .. 's:' .. scope, id)
+  redis.call('ZREM', p .. 't:' .. status, id)
+  redis.call('ZREM', p .. 'st:' .. scope .. '|' .. status, id)
+end
+local function write_doc(key, p, id, version, scope, status, updated, body)
+  redis.call('SET', key, cjson.encode({version = version, scope = scope, status = status, updated_at = updated, body = body}))
+  local score = tonumber(updated)
+  redis.call('ZADD', p .. 'all', score, id)
+  redis.call('ZADD', p .. 's:' .. scope, score, id)
+  redis.call('ZADD', p .. 't:' .. status, score, id)
+  redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, score, id)
+end
+";
+
 /// Compare-and-set write of document `KEYS[1]`. ARGV: expected version (''
 /// for create), body JSON, index prefix, id, scope, status, updated_ms.
-/// Maintains four listing indexes (all, by scope, by status, by both),
-/// scored by update time. The body is kept as a string so cjson never
+/// Maintains the listing indexes ([`DOC_LUA`]). The body is kept as a string so cjson never
 /// re-encodes (and rounds) its numbers.
 const PUT_DOC: &str = r"
 local cur = redis.call('GET', KEYS[1])
@@ -93,19 +111,12 @@ if cur then
   local d = cjson.decode(cur)
   if tostring(d.version) ~= ARGV[1] then return 0 end
   version = d.version + 1
-  redis.call('ZREM', p .. 's:' .. d.scope, ARGV[4])
-  redis.call('ZREM', p .. 't:' .. d.status, ARGV[4])
-  redis.call('ZREM', p .. 'st:' .. d.scope .. '|' .. d.status, ARGV[4])
+  unindex_doc(p, ARGV[4], d.scope, d.status)
 else
   if ARGV[1] ~= '' then return 0 end
   version = 1
 end
-redis.call('SET', KEYS[1], cjson.encode({version = version, scope = ARGV[5], status = ARGV[6], updated_at = ARGV[7], body = ARGV[2]}))
-local score = tonumber(ARGV[7])
-redis.call('ZADD', p .. 'all', score, ARGV[4])
-redis.call('ZADD', p .. 's:' .. ARGV[5], score, ARGV[4])
-redis.call('ZADD', p .. 't:' .. ARGV[6], score, ARGV[4])
-redis.call('ZADD', p .. 'st:' .. ARGV[5] .. '|' .. ARGV[6], score, ARGV[4])
+write_doc(KEYS[1], p, ARGV[4], version, ARGV[5], ARGV[6], ARGV[7], ARGV[2])
 return version
 ";
 
@@ -195,19 +206,12 @@ for d = 1, tonumber(ARGV[6]) do
             first = string.format('%d', b.first_seen)
           end
         end
-        redis.call('ZREM', p .. 's:' .. doc.scope, id)
-        redis.call('ZREM', p .. 't:' .. doc.status, id)
-        redis.call('ZREM', p .. 'st:' .. doc.scope .. '|' .. doc.status, id)
+        unindex_doc(p, id, doc.scope, doc.status)
       end
       local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
       local full
       if body == '{}' then full = head .. '}' else full = head .. ',' .. string.sub(body, 2) end
-      redis.call('SET', dk, cjson.encode({version = version, scope = scope, status = status, updated_at = updated, body = full}))
-      local score = tonumber(updated)
-      redis.call('ZADD', p .. 'all', score, id)
-      redis.call('ZADD', p .. 's:' .. scope, score, id)
-      redis.call('ZADD', p .. 't:' .. status, score, id)
-      redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, score, id)
+      write_doc(dk, p, id, version, scope, status, updated, full)
     end
     a = a + 6
     k = k + 1
@@ -235,9 +239,11 @@ static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
 static APPEND_AUDIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_AUDIT));
 static UPSERT_DEPLOYMENT_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(UPSERT_DEPLOYMENT));
-static PUT_DOC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOC));
+static PUT_DOC_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DOC_LUA}{PUT_DOC}")));
 static ADD_ROLLUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_ROLLUP));
-static INGEST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INGEST));
+static INGEST_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DOC_LUA}{INGEST}")));
 
 /// Redis-backed [`Store`].
 pub struct RedisStore {
