@@ -777,13 +777,28 @@ mod cases {
         );
         assert_eq!(requests(t, "dpl_a").await, (Some(15.0), Some(10.0)));
         // Duplicates split across batches: d2 again (a retry) with a new d3.
+        // Only d3 writes: neither the retry's counters nor its alert.
         let batch = [
-            ingest_item("d2", "dpl_a", 5.0, vec![]),
-            ingest_item("d3", "dpl_b", 7.0, vec![]),
+            ingest_item("d2", "dpl_a", 5.0, vec![alert("w", true, 1_500)]),
+            ingest_item("d3", "dpl_b", 7.0, vec![alert("v", true, 1_500)]),
         ];
         assert_eq!(s.ingest(&batch, T0, MIN).await.unwrap(), [false, true]);
         assert_eq!(requests(t, "dpl_a").await, (Some(15.0), Some(10.0)));
         assert_eq!(requests(t, "dpl_b").await, (Some(7.0), Some(7.0)));
+        assert!(s.get_doc("alert", "w").await.unwrap().is_none());
+        assert!(s.get_doc("alert", "v").await.unwrap().is_some());
+        // A whole batch of retries records nothing.
+        let batch = [
+            ingest_item("d3", "dpl_b", 7.0, vec![]),
+            ingest_item("d1", "dpl_a", 10.0, vec![]),
+        ];
+        assert_eq!(s.ingest(&batch, T0, MIN).await.unwrap(), [false, false]);
+        assert_eq!(requests(t, "dpl_b").await, (Some(7.0), Some(7.0)));
+        // Past the dedupe window a key is a new delivery again.
+        let later = Timestamp::from_millis(T0.as_millis() + 2 * 60_000);
+        let batch = [ingest_item("d3", "dpl_b", 7.0, vec![])];
+        assert_eq!(s.ingest(&batch, later, MIN).await.unwrap(), [true]);
+        assert_eq!(requests(t, "dpl_b").await, (Some(14.0), Some(7.0)));
         // An empty batch is nothing.
         assert!(s.ingest(&[], T0, MIN).await.unwrap().is_empty());
         // The alert was stored like any alert state.
@@ -820,7 +835,7 @@ mod cases {
             .await
             .unwrap();
         let ids: BTreeSet<&str> = firing.iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, BTreeSet::from(["x", "z"]));
+        assert_eq!(ids, BTreeSet::from(["v", "x", "z"]));
     }
 
     pub async fn ingested_alerts_keep_first_seen_while_firing_in_and_across_batches(t: &TestStore) {
