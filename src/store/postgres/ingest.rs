@@ -9,9 +9,10 @@
 //! recorded delivery), the statement fails on purpose and so writes
 //! nothing, and the batch goes again the careful way: claims first, then
 //! only the taken deliveries' writes, in an explicit transaction. Measured
-//! (`cargo bench --bench guard`), the one statement halves the guard's
-//! Postgres work per batch against the careful way's two round trips and
-//! five statements.
+//! side by side at 16 deliveries per batch, the one statement took about a
+//! quarter less database CPU per batch than the careful way's two round
+//! trips and five statements (640 against 830-930 µs), and less than half
+//! the guard's CPU (160 against 370-400 µs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
