@@ -1105,6 +1105,117 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
     retries_are_taken_and_count_once(&t, now, ttl).await;
 }
 
+/// Both ways of recording a Postgres batch (one statement when every
+/// delivery is new; claims first when one is a retry) lock rows in the same
+/// order, claims, counters, alert states, so a batch of each way that share
+/// a counter and an alert wait for each other instead of deadlocking.
+/// Staged: another session holds the counter; the careful batch waits on it
+/// (its claims done, its alert not yet written); then the one-statement
+/// batch arrives. Were it to write its alert before its counter, it would
+/// hold the alert the careful batch needs next while waiting for the
+/// counter the careful batch gets first: a deadlock, and a 503 for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::{AlertWrite, StoreConfig};
+    let t = TestStore::new(Backend::Postgres).await;
+    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    let now = Timestamp::from_millis(1_764_000_000_000);
+    let ttl = std::time::Duration::from_secs(60);
+    let with_alert = |key: &str, alert: &str| {
+        let mut i = counted(key, "production");
+        i.alerts.push(AlertWrite {
+            id: alert.into(),
+            environment: "production".into(),
+            firing: true,
+            at: 1_000,
+            body: serde_json::json!({"name": alert}),
+        });
+        i
+    };
+    // r1 is recorded, so a batch holding it again goes the careful way.
+    assert_eq!(
+        t.store
+            .ingest(&[counted("r1", "production")], now, ttl)
+            .await
+            .unwrap(),
+        [true]
+    );
+    let blocker = rollback_guard::integrations::app_database::connect(url.expose())
+        .await
+        .unwrap();
+    // Which batch takes the counter first once it is free is up to
+    // Postgres; a few rounds make the wrong order's deadlock all but certain.
+    for round in 0..5 {
+        let (n1, n2, x) = (
+            format!("n1-{round}"),
+            format!("n2-{round}"),
+            format!("x{round}"),
+        );
+        blocker
+            .batch_execute(&format!(
+                "BEGIN; UPDATE \"{schema}\".rollups SET value = value WHERE deployment = 'dpl_a'"
+            ))
+            .await
+            .unwrap();
+        let store = t.store.clone();
+        let batch = [counted("r1", "production"), with_alert(&n1, &x)];
+        let careful = tokio::spawn(async move { store.ingest(&batch, now, ttl).await });
+        assert!(
+            sessions_waiting_on_locks(url.expose(), &schema, 1).await,
+            "the careful batch waits on the counter"
+        );
+        let store = t.store.clone();
+        let batch = [with_alert(&n2, &x)];
+        let one_statement = tokio::spawn(async move { store.ingest(&batch, now, ttl).await });
+        assert!(
+            sessions_waiting_on_locks(url.expose(), &schema, 2).await,
+            "the one-statement batch waits too"
+        );
+        blocker.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(careful.await.unwrap().unwrap(), [false, true]);
+        assert_eq!(one_statement.await.unwrap().unwrap(), [true]);
+        let rows = t
+            .store
+            .rollups("production", "dpl_a", 100, 101)
+            .await
+            .unwrap();
+        let once_each = 10.0 + 20.0 * f64::from(round + 1);
+        assert_eq!(
+            rows[0].value, once_each,
+            "r1 once, n1 and n2 of each round once"
+        );
+        let x = t.store.get_doc("alert", &x).await.unwrap().unwrap();
+        assert_eq!(x.version, 2, "both batches wrote the alert");
+    }
+}
+
+/// Whether `n` sessions come to wait on a lock in a statement about
+/// `schema` (not another test's) within five seconds.
+async fn sessions_waiting_on_locks(url: &str, schema: &str, n: i64) -> bool {
+    let watcher = rollback_guard::integrations::app_database::connect(url)
+        .await
+        .unwrap();
+    for _ in 0..250 {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+                &[&format!("\"{schema}\"")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A Redis batch is one script, and a script's earlier writes are not undone
 /// when it fails: a stored alert state that does not decode must not stop
 /// the batch half-way (claims taken, later deliveries unwritten, retries

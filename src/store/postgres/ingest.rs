@@ -219,15 +219,21 @@ fn claim_sql() -> String {
 /// `$10`). `every` divides by zero unless every claim was taken: that
 /// error (SQLSTATE 22012, which nothing else here can raise) undoes the
 /// whole statement, so a batch holding an already recorded delivery writes
-/// nothing and goes the careful way. The final SELECT reads `every`, so it
-/// is always evaluated, whatever the batch holds.
+/// nothing and goes the careful way. The final SELECT reads `every`, then
+/// `counters`, then `states` (operands are evaluated left to right), so
+/// `every` is always evaluated, whatever the batch holds, and rows are
+/// locked in the careful way's order too: claims, counters, alert states
+/// (each sorted). Without the reads, Postgres would run the unread CTEs
+/// after the main query in an order of its own, and a batch of each way
+/// could deadlock on a shared counter and alert.
 fn all_new_sql() -> String {
     format!(
         "WITH claimed AS ({}),
          every AS (SELECT 1 / (count(*) / cardinality($1::text[]))::int AS ok FROM claimed),
-         counters AS ({}),
-         states AS ({})
-         SELECT ok FROM every",
+         counters AS ({} RETURNING 1),
+         states AS ({} RETURNING 1)
+         SELECT (SELECT ok FROM every) + (SELECT count(*) FROM counters)
+                + (SELECT count(*) FROM states)",
         claim_sql(),
         add_rollups_sql(5),
         upsert_alerts_sql(10, 4)
