@@ -1216,6 +1216,64 @@ async fn sessions_waiting_on_locks(url: &str, schema: &str, n: i64) -> bool {
     false
 }
 
+/// A store at schema version 3 (alert states in the full listing index)
+/// upgrades to 4 in place: its documents stay, alert states leave the
+/// listing index, and every kind is listed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::{Doc, DocFilter, StoreConfig};
+    let t = TestStore::new(Backend::Postgres).await;
+    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    let admin = rollback_guard::integrations::app_database::connect(url.expose())
+        .await
+        .unwrap();
+    // Back to version 3's index.
+    admin
+        .batch_execute(&format!(
+            "DROP INDEX \"{schema}\".docs_listing;
+             CREATE INDEX docs_listing ON \"{schema}\".docs (kind, scope, status, updated_at DESC, id DESC);
+             DELETE FROM \"{schema}\".schema_migrations WHERE version > 3;"
+        ))
+        .await
+        .unwrap();
+    for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
+        let doc = Doc {
+            kind: kind.into(),
+            id: id.into(),
+            version: 0,
+            scope: "production".into(),
+            status: "open".into(),
+            updated_at: Timestamp::from_millis(1_000),
+            body: serde_json::json!({}),
+        };
+        t.store.put_doc(&doc, None).await.unwrap();
+    }
+    let m = t.store.migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (3, 4));
+    let predicate: String = admin
+        .query_one(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index
+             WHERE indexrelid = to_regclass($1)",
+            &[&format!("\"{schema}\".docs_listing")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(predicate, "(kind <> 'alert'::text)");
+    let filter = DocFilter {
+        scope: Some("production".into()),
+        status: Some("open".into()),
+    };
+    for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
+        let listed = t.store.list_docs(kind, &filter, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, id);
+    }
+}
+
 /// A Redis batch is one script, and a script's earlier writes are not undone
 /// when it fails: a stored alert state that does not decode must not stop
 /// the batch half-way (claims taken, later deliveries unwritten, retries
