@@ -8,6 +8,7 @@
 //!    rollups vs a raw-event SQL scan of the same window in the same Postgres.
 //!
 //! Needs Postgres (`TEST_DATABASE_URL`) and `/usr/bin/prometheus-alertmanager`.
+//! Starts by removing what an interrupted run left behind.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -704,8 +705,47 @@ async fn bench_evaluation() {
     pg.drop_schema().await.unwrap();
 }
 
+/// Removes what an interrupted run left (each run cleans up after itself
+/// only when it ends): its Postgres schemas and Redis keys, all named
+/// `rg_bench_…`. Two runs at once would disturb each other's numbers
+/// anyway; this is one more reason not to.
+async fn remove_leftovers() {
+    let client = rollback_guard::integrations::app_database::connect(&pg_url())
+        .await
+        .expect("the test Postgres");
+    let schemas = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'rg_bench_')",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in &schemas {
+        let name: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{name}\" CASCADE"))
+            .await
+            .unwrap();
+    }
+    let redis_url =
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    rollback_guard::store::RedisStore::connect(&redis_url, "rg_bench_", Default::default())
+        .await
+        .unwrap()
+        .delete_all()
+        .await
+        .unwrap();
+    if !schemas.is_empty() {
+        println!(
+            "removed what {} interrupted run(s) left behind",
+            schemas.len()
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    remove_leftovers().await;
     // `cargo bench --bench guard -- intake` runs only the intake part.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if only.as_deref().is_none_or(|o| "intake".contains(o)) {
