@@ -26,20 +26,10 @@ async fn run(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_the_cli() {
-    let policy =
-        "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n";
-    let app = TestApp::spawn(
-        Backend::Sqlite,
-        &[
-            ("CRON_SECRET", CRON),
-            ("OPERATOR_TOKEN", OPERATOR),
-            ("APPROVAL_SIGNING_KEYS", KEYS),
-            ("ROLLBACK_GUARD_POLICY_TOML", policy),
-        ],
-    )
-    .await;
+/// A guard on SQLite with `vars`, whose production got a bad deployment
+/// six minutes ago (errors enough for evaluation to open an incident).
+async fn with_a_bad_deploy(vars: &[(&str, &str)]) -> TestApp {
+    let app = TestApp::spawn(Backend::Sqlite, vars).await;
     let now =
         rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock);
     bad_deploy(
@@ -47,6 +37,20 @@ async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_t
         "production",
         now.as_millis() - 6 * 60_000,
     )
+    .await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_the_cli() {
+    let policy =
+        "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n";
+    let app = with_a_bad_deploy(&[
+        ("CRON_SECRET", CRON),
+        ("OPERATOR_TOKEN", OPERATOR),
+        ("APPROVAL_SIGNING_KEYS", KEYS),
+        ("ROLLBACK_GUARD_POLICY_TOML", policy),
+    ])
     .await;
     cron(&app, "/api/cron/evaluate").await;
 
@@ -98,6 +102,8 @@ async fn operators_check_status_preview_and_execute_rollbacks_and_approve_from_t
     assert!(out.contains("finding  critical error_rate:"), "{out}");
 
     // Approve via the approver's token: first shown, then recorded with --yes.
+    let now =
+        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock);
     let apr = format!("apr_{incident}");
     let keys = super::helpers::config(&[("APPROVAL_SIGNING_KEYS", KEYS)]).signing_keys;
     let token = mint(
@@ -478,21 +484,10 @@ async fn a_rollback_whose_verification_fails_says_why_and_exits_1() {
     let policy = format!(
         "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n[[probes]]\nname = \"home\"\nurl = \"http://127.0.0.1:{closed}/\"\n"
     );
-    let app = TestApp::spawn(
-        Backend::Sqlite,
-        &[
-            ("OPERATOR_TOKEN", OPERATOR),
-            ("ROLLBACK_GUARD_POLICY_TOML", &policy),
-        ],
-    )
-    .await;
-    let now =
-        rollback_guard::core::clock::Clock::now(&rollback_guard::integrations::clock::SystemClock);
-    bad_deploy(
-        app.store().as_ref(),
-        "production",
-        now.as_millis() - 6 * 60_000,
-    )
+    let app = with_a_bad_deploy(&[
+        ("OPERATOR_TOKEN", OPERATOR),
+        ("ROLLBACK_GUARD_POLICY_TOML", &policy),
+    ])
     .await;
     let (code, out, err) = run(&app, &["rollback", "--environment", "production", "--yes"]).await;
     assert_eq!(code, 1, "{out}{err}");
