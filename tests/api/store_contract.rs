@@ -1085,9 +1085,11 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
     for _ in 0..100 {
         let rows = killer
             .query(
+                // (The batch's statement names its schema early; `query`
+                // holds only its first 1 kB.)
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE '%rollups%' AND pid <> pg_backend_pid()",
-                &[],
+                 WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()",
+                &[&format!("\"{schema}\"")],
             )
             .await
             .unwrap();
@@ -1214,6 +1216,54 @@ async fn sessions_waiting_on_locks(url: &str, schema: &str, n: i64) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     false
+}
+
+/// A delivery claimed by a batch still in flight (here: another session's
+/// uncommitted claim) is not seen by a Postgres batch's one statement
+/// before it writes; its claim then waits, finds the other's committed, and
+/// the statement undoes itself and goes claims-first: the other delivery
+/// counts once, the new one once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_batch_racing_another_for_a_claim_counts_each_delivery_once() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::StoreConfig;
+    let t = TestStore::new(Backend::Postgres).await;
+    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    let now = Timestamp::from_millis(1_764_000_000_000);
+    let ttl = std::time::Duration::from_secs(60);
+    let other = rollback_guard::integrations::app_database::connect(url.expose())
+        .await
+        .unwrap();
+    other
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO \"{schema}\".once_claims VALUES ('intake:test', 'k1', now() + interval '1 day')"
+        ))
+        .await
+        .unwrap();
+    let store = t.store.clone();
+    let batch = tokio::spawn(async move {
+        store
+            .ingest(
+                &[counted("k1", "production"), counted("k2", "production")],
+                now,
+                ttl,
+            )
+            .await
+    });
+    assert!(
+        sessions_waiting_on_locks(url.expose(), &schema, 1).await,
+        "the batch waits on the other claim"
+    );
+    other.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(batch.await.unwrap().unwrap(), [false, true]);
+    let rows = t
+        .store
+        .rollups("production", "dpl_a", 100, 101)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].value, 10.0, "k2 once; k1 is the other batch's");
 }
 
 /// A store at schema version 3 (alert states in the full listing index)
