@@ -27,9 +27,13 @@ const DRAIN_SECRET: &str = "vercel-drain-secret-0123456789";
 /// Lines per log-drain request (Vercel batches a drain's lines).
 const DRAIN_LINES: usize = 200;
 const DRAIN_REQUESTS: usize = 1_500;
-/// Alerts per system: a second or two of load each (6,000 was a fifth of a
-/// second on Redis, too short for a steady rate).
-const ALERTS: usize = 30_000;
+/// Alerts per system and round: a second or two of load each (6,000 was a
+/// fifth of a second on Redis, too short for a steady rate).
+const PER_ROUND: usize = 29_800;
+/// Rounds of the three systems back to back; ratios are their median.
+const ROUNDS: usize = 3;
+/// Alerts each system gets before measuring (connections, caches).
+const WARMUP: usize = 200;
 const CONCURRENCY: usize = 32;
 const SIGNALS: u64 = 1_000_000;
 
@@ -383,6 +387,66 @@ async fn pgbench_single_row_ceiling(schema: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// One system's intake: where to post, the bodies, and its one header.
+struct Target {
+    url: String,
+    bodies: Arc<Vec<Vec<u8>>>,
+    header: (&'static str, String),
+}
+
+impl Target {
+    /// Posts bodies `from..from + n`; the rate and the sorted latencies.
+    fn run(&self, from: usize, n: usize) -> impl std::future::Future<Output = (f64, Vec<f64>)> {
+        let (url, bodies, (name, value)) = (
+            self.url.clone(),
+            Arc::clone(&self.bodies),
+            self.header.clone(),
+        );
+        blast(n, move |i| {
+            post(&url, bodies[from + i].clone()).header(name, value.clone())
+        })
+    }
+}
+
+/// One measured run: rate, sorted latencies (ms), CPU per alert (µs) of
+/// this process and of the server.
+struct Run {
+    rate: f64,
+    lat: Vec<f64>,
+    own: f64,
+    srv: f64,
+}
+
+impl Run {
+    /// The median rate, latencies pooled, CPU averaged (runs are equal in size).
+    fn summary<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
+        let runs: Vec<&Run> = runs.collect();
+        let mut lat: Vec<f64> = runs.iter().flat_map(|r| r.lat.iter().copied()).collect();
+        lat.sort_by(f64::total_cmp);
+        let mean = |f: fn(&Run) -> f64| runs.iter().map(|r| f(r)).sum::<f64>() / runs.len() as f64;
+        Run {
+            rate: median(runs.iter().map(|r| r.rate).collect()),
+            lat,
+            own: mean(|r| r.own),
+            srv: mean(|r| r.srv),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:>8.0} alerts/s   p50 {:.2} ms  p99 {:.2} ms",
+            self.rate,
+            percentile(&self.lat, 0.5),
+            percentile(&self.lat, 0.99)
+        )
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 async fn bench_intake() {
     let schema = format!("rg_bench_{:08x}", rand::random::<u32>());
     let pg = Arc::new(
@@ -402,8 +466,11 @@ async fn bench_intake() {
 
     let dir = tempfile::tempdir().unwrap();
     let (_am, am_url) = start_alertmanager(dir.path()).await;
+    // Every round sends new alerts to every system: a repeat would be a
+    // duplicate to the guard and an update to Alertmanager.
+    let total = WARMUP + ROUNDS * PER_ROUND;
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..ALERTS)
+        (0..total)
             .map(|i| serde_json::to_vec(&alert_body(i)).unwrap())
             .collect(),
     );
@@ -413,86 +480,103 @@ async fn bench_intake() {
                 "annotations": {"summary": "bench"}}])
     };
     let am_bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..ALERTS)
+        (0..total)
             .map(|i| serde_json::to_vec(&am_alert(i)).unwrap())
             .collect(),
     );
+    let guard = |url: &str| -> Target {
+        Target {
+            url: url.to_string(),
+            bodies: Arc::clone(&bodies),
+            header: ("authorization", format!("Bearer {TOKEN}")),
+        }
+    };
+    let systems = [
+        (guard(&guard_url), "postgres"),
+        (guard(&redis_guard_url), "redis-server"),
+        (
+            Target {
+                url: format!("{am_url}/api/v2/alerts"),
+                bodies: Arc::clone(&am_bodies),
+                header: ("content-type", "application/json".into()),
+            },
+            // /proc shortens names to 15 characters.
+            "prometheus-aler",
+        ),
+    ];
 
-    // Warm both up (connections, caches), then measure.
-    let b = Arc::clone(&bodies);
-    let u = guard_url.clone();
-    blast(200, move |i| {
-        post(&u, b[ALERTS - 1 - i].clone()).header("authorization", format!("Bearer {TOKEN}"))
-    })
-    .await;
-    let b = Arc::clone(&am_bodies);
-    let u = format!("{am_url}/api/v2/alerts");
-    blast(200, move |i| {
-        post(&u, b[i].clone()).header("content-type", "application/json")
-    })
-    .await;
-
-    let b = Arc::clone(&bodies);
-    let u = guard_url.clone();
-    let ((guard_rate, guard_lat), pg_own, pg_srv) = with_cpu(
-        "postgres",
-        ALERTS - 200,
-        blast(ALERTS - 200, move |i| {
-            post(&u, b[i].clone()).header("authorization", format!("Bearer {TOKEN}"))
-        }),
-    )
-    .await;
-    let b = Arc::clone(&bodies);
-    let u = redis_guard_url.clone();
-    blast(200, move |i| {
-        post(&u, b[ALERTS - 1 - i].clone()).header("authorization", format!("Bearer {TOKEN}"))
-    })
-    .await;
-    let b = Arc::clone(&bodies);
-    let u = redis_guard_url.clone();
-    let ((redis_rate, redis_lat), redis_own, redis_srv) = with_cpu(
-        "redis-server",
-        ALERTS - 200,
-        blast(ALERTS - 200, move |i| {
-            post(&u, b[i].clone()).header("authorization", format!("Bearer {TOKEN}"))
-        }),
-    )
-    .await;
-    let b = Arc::clone(&am_bodies);
-    let u = format!("{am_url}/api/v2/alerts");
-    // /proc shortens names to 15 characters.
-    let ((am_rate, am_lat), am_own, am_srv) = with_cpu(
-        "prometheus-aler",
-        ALERTS - 200,
-        blast(ALERTS - 200, move |i| {
-            post(&u, b[i].clone()).header("content-type", "application/json")
-        }),
-    )
-    .await;
+    // Warm each up (connections, caches), then measure in rounds: each
+    // round runs the three back to back, so a ratio compares runs seconds
+    // apart, and the machine's drift between rounds shows instead of
+    // hiding in one pair of numbers.
+    for (target, _) in &systems {
+        target.run(0, WARMUP).await;
+    }
+    let mut runs: Vec<[Run; 3]> = Vec::new();
+    for round in 0..ROUNDS {
+        let from = WARMUP + round * PER_ROUND;
+        let mut r = Vec::new();
+        for (target, server) in &systems {
+            let ((rate, lat), own, srv) =
+                with_cpu(server, PER_ROUND, target.run(from, PER_ROUND)).await;
+            r.push(Run {
+                rate,
+                lat,
+                own,
+                srv,
+            });
+        }
+        runs.push(r.try_into().unwrap_or_else(|_| unreachable!()));
+    }
 
     println!(
-        "intake on loopback ({} alerts, {CONCURRENCY} concurrent clients, one alert per request)",
-        ALERTS - 200
+        "intake on loopback ({ROUNDS} rounds of {PER_ROUND} alerts per system, {CONCURRENCY} concurrent clients, one alert per request)"
     );
-    println!("  rollback-guard /api/alerts (Postgres) : {guard_rate:>8.0} alerts/s   p50 {:.2} ms  p99 {:.2} ms", percentile(&guard_lat, 0.5), percentile(&guard_lat, 0.99));
-    println!("  rollback-guard /api/alerts (Redis)    : {redis_rate:>8.0} alerts/s   p50 {:.2} ms  p99 {:.2} ms", percentile(&redis_lat, 0.5), percentile(&redis_lat, 0.99));
-    println!("  alertmanager   /api/v2/alerts         : {am_rate:>8.0} alerts/s   p50 {:.2} ms  p99 {:.2} ms  (in memory, not durable)", percentile(&am_lat, 0.5), percentile(&am_lat, 0.99));
+    for (i, [pg_run, redis_run, am_run]) in runs.iter().enumerate() {
+        println!(
+            "  round {}: Postgres {:>6.0}/s  Redis {:>6.0}/s  Alertmanager {:>6.0}/s   ratios {:.2}x  {:.2}x",
+            i + 1,
+            pg_run.rate,
+            redis_run.rate,
+            am_run.rate,
+            pg_run.rate / am_run.rate,
+            redis_run.rate / am_run.rate
+        );
+    }
+    let summary = |k: usize| Run::summary(runs.iter().map(|r| &r[k]));
+    let (pg_sum, redis_sum, am_sum) = (summary(0), summary(1), summary(2));
+    let ratio = |k: usize| median(runs.iter().map(|r| r[k].rate / r[2].rate).collect());
+    println!("  medians of the rounds; latency over all of them:");
     println!(
-        "  ratio guard(Postgres) / alertmanager  : {:.2}x",
-        guard_rate / am_rate
+        "  rollback-guard /api/alerts (Postgres) : {}",
+        pg_sum.line()
     );
     println!(
-        "  ratio guard(Redis) / alertmanager     : {:.2}x",
-        redis_rate / am_rate
+        "  rollback-guard /api/alerts (Redis)    : {}",
+        redis_sum.line()
     );
+    println!(
+        "  alertmanager   /api/v2/alerts         : {}  (in memory, not durable)",
+        am_sum.line()
+    );
+    println!("  ratio guard(Postgres) / alertmanager  : {:.2}x", ratio(0));
+    println!("  ratio guard(Redis) / alertmanager     : {:.2}x", ratio(1));
     // Where the CPU goes: the load generator's share is what this process
-    // used during the Alertmanager run (there it only sends).
-    println!("  CPU per alert, µs (this process = guard + load generator; then the server):");
-    println!("    Postgres run     : {pg_own:>5.1} + postgres {pg_srv:>5.1}");
-    println!("    Redis run        : {redis_own:>5.1} + redis-server {redis_srv:>5.1}");
+    // used during the Alertmanager runs (there it only sends).
+    println!("  CPU per alert, µs, over all rounds (this process = guard + load generator; then the server):");
     println!(
-        "    Alertmanager run : {am_own:>5.1} (load generator only) + alertmanager {am_srv:>5.1}"
+        "    Postgres runs     : {:>5.1} + postgres {:>5.1}",
+        pg_sum.own, pg_sum.srv
     );
+    println!(
+        "    Redis runs        : {:>5.1} + redis-server {:>5.1}",
+        redis_sum.own, redis_sum.srv
+    );
+    println!(
+        "    Alertmanager runs : {:>5.1} (load generator only) + alertmanager {:>5.1}",
+        am_sum.own, am_sum.srv
+    );
+    let guard_rate = pg_sum.rate;
 
     let ceiling = pgbench_single_row_ceiling(&schema).await;
     match ceiling {
