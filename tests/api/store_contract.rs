@@ -1266,6 +1266,49 @@ async fn a_postgres_batch_racing_another_for_a_claim_counts_each_delivery_once()
     assert_eq!(rows[0].value, 10.0, "k2 once; k1 is the other batch's");
 }
 
+/// Pruning expired claims never waits on a claim an intake batch holds
+/// (here: another session's uncommitted renewal of one): it skips it, so
+/// it cannot deadlock with a batch taking its claims in key order, and a
+/// later run prunes what it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_postgres_claims_skips_the_ones_a_batch_holds() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::StoreConfig;
+    let t = TestStore::new(Backend::Postgres).await;
+    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    let t0 = Timestamp::from_millis(1_764_000_000_000);
+    let minute = std::time::Duration::from_secs(60);
+    for k in 0..5 {
+        assert!(t
+            .store
+            .claim_once("p", &format!("k{k}"), t0, minute)
+            .await
+            .unwrap());
+    }
+    let batch = rollback_guard::integrations::app_database::connect(url.expose())
+        .await
+        .unwrap();
+    batch
+        .batch_execute(&format!(
+            "BEGIN; UPDATE \"{schema}\".once_claims SET expires_at = expires_at WHERE key = 'k0'"
+        ))
+        .await
+        .unwrap();
+    let later = Timestamp::from_millis(t0.as_millis() + 120_000);
+    let pruned = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        t.store.prune_claims(later, 100),
+    )
+    .await
+    .expect("pruning waited on a held claim")
+    .unwrap();
+    assert_eq!(pruned, 4);
+    batch.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(t.store.prune_claims(later, 100).await.unwrap(), 1);
+}
+
 /// A store at schema version 3 (alert states in the full listing index)
 /// upgrades to 4 in place: its documents stay, alert states leave the
 /// listing index, and every kind is listed as before.

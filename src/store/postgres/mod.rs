@@ -553,9 +553,14 @@ impl Store for PostgresStore {
     }
 
     async fn prune_claims(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        // Claims an intake batch holds (re-taking an expired one) are
+        // skipped, not waited for: the batch locks its claims in key order,
+        // and a prune waiting on one while holding another could deadlock
+        // with it. A skipped claim is pruned by a later run, or renewed.
         let sql = self.sql(&format!(
             "DELETE FROM {{s}}.once_claims WHERE ctid IN (
-               SELECT ctid FROM {{s}}.once_claims WHERE expires_at <= {} LIMIT $2)",
+               SELECT ctid FROM {{s}}.once_claims WHERE expires_at <= {} LIMIT $2
+               FOR UPDATE SKIP LOCKED)",
             ts(1)
         ));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
