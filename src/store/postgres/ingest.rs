@@ -431,3 +431,15 @@ fn fold_alerts<'a>(writes: impl Iterator<Item = &'a AlertWrite>) -> Vec<FoldedAl
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_text_sits_in_a_sql_literal_unbroken() {
+        // It is spliced into the statement inside '…'.
+        assert!(!RECORDED_ALREADY.contains('\''));
+        assert!(all_new_sql().contains(&format!(" claims taken: {RECORDED_ALREADY}')::int")));
+    }
+}
