@@ -1001,6 +1001,24 @@ fn counted(key: &str, env: &str) -> rollback_guard::store::Ingest {
     }
 }
 
+/// A fresh Postgres test store, with what tests that reach past the store
+/// need: its URL (to open other sessions) and its schema.
+async fn postgres_store() -> (TestStore, String, String) {
+    let t = TestStore::new(Backend::Postgres).await;
+    let rollback_guard::store::StoreConfig::Postgres { url, schema } = t.config.clone() else {
+        unreachable!()
+    };
+    (t, url.expose().to_string(), schema)
+}
+
+/// Another session on the test database (another instance's batch, an
+/// operator, the server's own view).
+async fn session(url: &str) -> tokio_postgres::Client {
+    rollback_guard::integrations::app_database::connect(url)
+        .await
+        .unwrap()
+}
+
 /// After a failed batch of k1 and k2 recorded nothing: both retries are
 /// taken, a second retry is a duplicate, and the counter holds 20 once.
 async fn retries_are_taken_and_count_once(
@@ -1056,19 +1074,13 @@ async fn a_failed_postgres_batch_records_none_of_its_deliveries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_once() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::StoreConfig;
-    let t = TestStore::new(Backend::Postgres).await;
-    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
-        unreachable!()
-    };
+    let (t, url, schema) = postgres_store().await;
     let now = Timestamp::from_millis(1_764_000_000_000);
     let ttl = std::time::Duration::from_secs(60);
     let item = |key: &str| counted(key, "production");
     // Another session holds the counter's row, uncommitted: the batch's
     // counter write waits there, after its claims.
-    let blocker = rollback_guard::integrations::app_database::connect(url.expose())
-        .await
-        .unwrap();
+    let blocker = session(&url).await;
     blocker
         .batch_execute(&format!(
             "BEGIN; INSERT INTO \"{schema}\".rollups VALUES ('production', 'dpl_a', 100, 'requests', 0)"
@@ -1078,9 +1090,7 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
     let store = t.store.clone();
     let batch =
         tokio::spawn(async move { store.ingest(&[item("k1"), item("k2")], now, ttl).await });
-    let killer = rollback_guard::integrations::app_database::connect(url.expose())
-        .await
-        .unwrap();
+    let killer = session(&url).await;
     let mut killed = false;
     for _ in 0..100 {
         let rows = killer
@@ -1119,11 +1129,8 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::{AlertWrite, StoreConfig};
-    let t = TestStore::new(Backend::Postgres).await;
-    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
-        unreachable!()
-    };
+    use rollback_guard::store::AlertWrite;
+    let (t, url, schema) = postgres_store().await;
     let now = Timestamp::from_millis(1_764_000_000_000);
     let ttl = std::time::Duration::from_secs(60);
     let with_alert = |key: &str, alert: &str| {
@@ -1145,9 +1152,7 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
             .unwrap(),
         [true]
     );
-    let blocker = rollback_guard::integrations::app_database::connect(url.expose())
-        .await
-        .unwrap();
+    let blocker = session(&url).await;
     // Which batch takes the counter first once it is free is up to
     // Postgres; a few rounds make the wrong order's deadlock all but certain.
     for round in 0..5 {
@@ -1166,14 +1171,14 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
         let batch = [counted("r1", "production"), with_alert(&n1, &x)];
         let careful = tokio::spawn(async move { store.ingest(&batch, now, ttl).await });
         assert!(
-            sessions_waiting_on_locks(url.expose(), &schema, 1).await,
+            sessions_waiting_on_locks(&url, &schema, 1).await,
             "the careful batch waits on the counter"
         );
         let store = t.store.clone();
         let batch = [with_alert(&n2, &x)];
         let one_statement = tokio::spawn(async move { store.ingest(&batch, now, ttl).await });
         assert!(
-            sessions_waiting_on_locks(url.expose(), &schema, 2).await,
+            sessions_waiting_on_locks(&url, &schema, 2).await,
             "the one-statement batch waits too"
         );
         blocker.batch_execute("COMMIT").await.unwrap();
@@ -1197,9 +1202,7 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
 /// Whether `n` sessions come to wait on a lock in a statement about
 /// `schema` (not another test's) within five seconds.
 async fn sessions_waiting_on_locks(url: &str, schema: &str, n: i64) -> bool {
-    let watcher = rollback_guard::integrations::app_database::connect(url)
-        .await
-        .unwrap();
+    let watcher = session(url).await;
     for _ in 0..250 {
         let waiting: i64 = watcher
             .query_one(
@@ -1226,16 +1229,10 @@ async fn sessions_waiting_on_locks(url: &str, schema: &str, n: i64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_batch_racing_another_for_a_claim_counts_each_delivery_once() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::StoreConfig;
-    let t = TestStore::new(Backend::Postgres).await;
-    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
-        unreachable!()
-    };
+    let (t, url, schema) = postgres_store().await;
     let now = Timestamp::from_millis(1_764_000_000_000);
     let ttl = std::time::Duration::from_secs(60);
-    let other = rollback_guard::integrations::app_database::connect(url.expose())
-        .await
-        .unwrap();
+    let other = session(&url).await;
     other
         .batch_execute(&format!(
             "BEGIN; INSERT INTO \"{schema}\".once_claims VALUES ('intake:test', 'k1', now() + interval '1 day')"
@@ -1253,7 +1250,7 @@ async fn a_postgres_batch_racing_another_for_a_claim_counts_each_delivery_once()
             .await
     });
     assert!(
-        sessions_waiting_on_locks(url.expose(), &schema, 1).await,
+        sessions_waiting_on_locks(&url, &schema, 1).await,
         "the batch waits on the other claim"
     );
     other.batch_execute("COMMIT").await.unwrap();
@@ -1273,11 +1270,7 @@ async fn a_postgres_batch_racing_another_for_a_claim_counts_each_delivery_once()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_postgres_claims_skips_the_ones_a_batch_holds() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::StoreConfig;
-    let t = TestStore::new(Backend::Postgres).await;
-    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
-        unreachable!()
-    };
+    let (t, url, schema) = postgres_store().await;
     let t0 = Timestamp::from_millis(1_764_000_000_000);
     let minute = std::time::Duration::from_secs(60);
     for k in 0..5 {
@@ -1287,9 +1280,7 @@ async fn pruning_postgres_claims_skips_the_ones_a_batch_holds() {
             .await
             .unwrap());
     }
-    let batch = rollback_guard::integrations::app_database::connect(url.expose())
-        .await
-        .unwrap();
+    let batch = session(&url).await;
     batch
         .batch_execute(&format!(
             "BEGIN; UPDATE \"{schema}\".once_claims SET expires_at = expires_at WHERE key = 'k0'"
@@ -1315,14 +1306,9 @@ async fn pruning_postgres_claims_skips_the_ones_a_batch_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
     use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::{Doc, DocFilter, StoreConfig};
-    let t = TestStore::new(Backend::Postgres).await;
-    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
-        unreachable!()
-    };
-    let admin = rollback_guard::integrations::app_database::connect(url.expose())
-        .await
-        .unwrap();
+    use rollback_guard::store::{Doc, DocFilter};
+    let (t, url, schema) = postgres_store().await;
+    let admin = session(&url).await;
     // Back to version 3's index.
     admin
         .batch_execute(&format!(
@@ -1426,11 +1412,7 @@ async fn a_redis_batch_replaces_an_unreadable_alert_state_instead_of_failing_hal
 /// for a while is checked before use and replaced if the server ended it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_pooled_postgres_connection_the_server_ended_while_idle_is_replaced_not_failed() {
-    use rollback_guard::store::StoreConfig;
-    let t = TestStore::new(Backend::Postgres).await;
-    let StoreConfig::Postgres { url, schema } = t.config.clone() else {
-        unreachable!()
-    };
+    let (t, url, schema) = postgres_store().await;
     t.store.get_doc("incident", "warm").await.unwrap();
     // The server ends the idle pooled connection while this runtime is not
     // running (blocked here, as a frozen instance is): its connection task
@@ -1441,9 +1423,7 @@ async fn a_pooled_postgres_connection_the_server_ended_while_idle_is_replaced_no
             .build()
             .unwrap();
         rt.block_on(async {
-            let killer = rollback_guard::integrations::app_database::connect(url.expose())
-                .await
-                .unwrap();
+            let killer = session(&url).await;
             let ended = killer
                 .query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
