@@ -417,20 +417,24 @@ fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
-/// Folds duplicate counter names in one batch (sum, or max for `max:` names),
-/// so each counter is written once per statement.
+/// Two values of counter `name` as one: the sum, or the maximum for `max:`
+/// names.
+pub(crate) fn combine(name: &str, cur: f64, v: f64) -> f64 {
+    if name.starts_with(MAX_PREFIX) {
+        cur.max(v)
+    } else {
+        cur + v
+    }
+}
+
+/// Folds duplicate counter names in one batch (see [`combine`]), so each
+/// counter is written once per statement.
 pub(crate) fn merge_values(values: &[(String, f64)]) -> Vec<(String, f64)> {
     let mut merged: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
     for (name, v) in values {
         merged
             .entry(name.as_str())
-            .and_modify(|cur| {
-                *cur = if name.starts_with(MAX_PREFIX) {
-                    cur.max(*v)
-                } else {
-                    *cur + v
-                }
-            })
+            .and_modify(|cur| *cur = combine(name, *cur, *v))
             .or_insert(*v);
     }
     merged

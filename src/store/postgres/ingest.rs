@@ -23,7 +23,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{pg_err, ts, PostgresStore};
 use crate::core::clock::Timestamp;
-use crate::store::{ttl_millis, AlertWrite, Ingest, RollupAdd, StoreResult, ALERT_KIND};
+use crate::store::{combine, ttl_millis, AlertWrite, Ingest, RollupAdd, StoreResult, ALERT_KIND};
 
 /// Intake's statements for one schema, written once: intake runs them
 /// for every batch, and the text is the statement cache's key.
@@ -370,8 +370,8 @@ impl<'a> Writes<'a> {
 
 type RollupKey<'a> = (&'a str, &'a str, i64, &'a str);
 
-/// Counters folded to one value per row (sum, or max for `max:` names), so
-/// a multi-row upsert never touches a row twice.
+/// Counters folded to one value per row (see [`combine`]), so a multi-row
+/// upsert never touches a row twice.
 fn fold_rollups<'a>(adds: impl Iterator<Item = &'a RollupAdd>) -> BTreeMap<RollupKey<'a>, f64> {
     let mut rows: BTreeMap<RollupKey<'a>, f64> = BTreeMap::new();
     for a in adds {
@@ -383,13 +383,7 @@ fn fold_rollups<'a>(adds: impl Iterator<Item = &'a RollupAdd>) -> BTreeMap<Rollu
                 name.as_str(),
             );
             rows.entry(key)
-                .and_modify(|cur| {
-                    *cur = if name.starts_with("max:") {
-                        cur.max(*v)
-                    } else {
-                        *cur + v
-                    }
-                })
+                .and_modify(|cur| *cur = combine(name, *cur, *v))
                 .or_insert(*v);
         }
     }
@@ -420,7 +414,7 @@ fn fold_alerts<'a>(writes: impl Iterator<Item = &'a AlertWrite>) -> Vec<FoldedAl
             }
             Some(&i) => {
                 let f = &mut out[i];
-                // As record_alert: kept while the previous state is firing.
+                // As `AlertWrite::apply`: kept while the previous state is firing.
                 if !f.last.firing {
                     f.inherit = false;
                     f.first_seen = w.at;
