@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::{pg_err, ts, PostgresStore};
+use super::{in_schema, pg_err, ts, PostgresStore, ADD_TO_ROLLUP};
 use crate::core::clock::Timestamp;
 use crate::store::{combine, ttl_millis, AlertWrite, Ingest, RollupAdd, StoreResult, ALERT_KIND};
 
@@ -35,9 +35,8 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    /// `schema` as SQL names it (quoted).
     pub(super) fn for_schema(schema: &str) -> Self {
-        let s = |text: String| text.replace("{s}", schema);
+        let s = |text: String| in_schema(&text, schema);
         Self {
             all_new: s(all_new_sql()),
             claim: s(claim_sql()),
@@ -263,14 +262,12 @@ fn recorded_already(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Adds many counters, one row each (from `$p`: environments, deployments,
-/// minutes, names, values; sum, or max for `max:` names).
+/// minutes, names, values; see [`ADD_TO_ROLLUP`]).
 fn add_rollups_sql(p: usize) -> String {
     format!(
         "INSERT INTO {{s}}.rollups AS r (environment, deployment, minute, name, value)
          SELECT * FROM unnest(${}::text[], ${}::text[], ${}::int8[], ${}::text[], ${}::float8[])
-         ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
-           CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
-                ELSE r.value + EXCLUDED.value END",
+         {ADD_TO_ROLLUP}",
         p,
         p + 1,
         p + 2,

@@ -102,9 +102,9 @@ fn ms(col: &str) -> String {
     format!("(extract(epoch from {col}) * 1000)::int8")
 }
 
-/// The schema as SQL names it (quoted), for `{s}` in statements.
-fn schema_sql(schema: &str) -> String {
-    format!("\"{schema}\"")
+/// `text` with `{s}` replaced by `schema`, quoted as SQL names it.
+fn in_schema(text: &str, schema: &str) -> String {
+    text.replace("{s}", &format!("\"{schema}\""))
 }
 
 /// Postgres-backed [`Store`].
@@ -181,7 +181,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
-            ingest_sql: ingest::Statements::for_schema(&schema_sql(schema)),
+            ingest_sql: ingest::Statements::for_schema(schema),
             pool,
             schema: schema.to_string(),
             server,
@@ -212,7 +212,7 @@ impl PostgresStore {
     }
 
     fn sql(&self, text: &str) -> String {
-        text.replace("{s}", &schema_sql(&self.schema))
+        in_schema(text, &self.schema)
     }
 
     /// A pooled connection. (The pool's recycling drops one whose
@@ -275,13 +275,21 @@ impl Conn {
     }
 }
 
-/// Adds one minute's counters (sum, or max for `max:` names).
-const ADD_ROLLUP_SQL: &str =
-    "INSERT INTO {s}.rollups AS r (environment, deployment, minute, name, value)
-     SELECT $1, $2, $3, n, v FROM unnest($4::text[], $5::float8[]) AS t(n, v)
-     ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
+/// How an added counter meets a stored one (table alias `r`): the sum, or
+/// the maximum for `max:` names (as `store::combine`).
+const ADD_TO_ROLLUP: &str =
+    "ON CONFLICT (environment, deployment, minute, name) DO UPDATE SET value =
        CASE WHEN starts_with(EXCLUDED.name, 'max:') THEN greatest(r.value, EXCLUDED.value)
             ELSE r.value + EXCLUDED.value END";
+
+/// Adds one minute's counters (see [`ADD_TO_ROLLUP`]).
+fn add_rollup_sql() -> String {
+    format!(
+        "INSERT INTO {{s}}.rollups AS r (environment, deployment, minute, name, value)
+         SELECT $1, $2, $3, n, v FROM unnest($4::text[], $5::float8[]) AS t(n, v)
+         {ADD_TO_ROLLUP}"
+    )
+}
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
@@ -507,9 +515,9 @@ impl Store for PostgresStore {
         // Alert states are not in the listing index (see MIGRATIONS); the
         // other kinds say so, or the planner could not use it.
         let indexed = if kind == ALERT_KIND {
-            ""
+            String::new()
         } else {
-            "AND kind <> 'alert'"
+            format!("AND kind <> '{ALERT_KIND}'")
         };
         let sql = self.sql(&format!(
             "SELECT id, version, scope, status, {} AS updated_ms, body FROM {{s}}.docs
@@ -539,7 +547,7 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (names, vals): (Vec<String>, Vec<f64>) = merged.into_iter().unzip();
-        let sql = self.sql(ADD_ROLLUP_SQL);
+        let sql = self.sql(&add_rollup_sql());
         self.client()
             .await?
             .execute(&sql, &[&environment, &deployment, &minute, &names, &vals])
