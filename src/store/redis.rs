@@ -12,8 +12,9 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Ingest,
-    Migration, RollupAdd, RollupRow, Store, StoreError, StoreResult, ALERT_KIND, MAX_CAS_ATTEMPTS,
+    merge_values, ttl_millis, AlertWrite, Deployment, DeploymentState, Doc, DocFilter, DocWrite,
+    Ingest, Migration, RollupAdd, RollupRow, Store, StoreError, StoreResult, ALERT_KIND,
+    MAX_CAS_ATTEMPTS,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -81,20 +82,24 @@ return 1
 
 /// Lua shared by the scripts that write documents (PUT_DOC, INGEST): the
 /// stored form and the four listing indexes (all, by scope, by status, by
-/// both) that `list_docs` reads, scored by update time.
+/// both) that `list_docs` reads, scored by update time. The score goes to
+/// ZADD as the text it arrived as: a Lua number would be formatted again
+/// ("%.17g") for every index.
 const DOC_LUA: &str = r"
 local function unindex_doc(p, id, scope, status)
   redis.call('ZREM', p .. 's:' .. scope, id)
   redis.call('ZREM', p .. 't:' .. status, id)
   redis.call('ZREM', p .. 'st:' .. scope .. '|' .. status, id)
 end
+local function index_doc(p, id, scope, status, updated)
+  redis.call('ZADD', p .. 'all', updated, id)
+  redis.call('ZADD', p .. 's:' .. scope, updated, id)
+  redis.call('ZADD', p .. 't:' .. status, updated, id)
+  redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, updated, id)
+end
 local function write_doc(key, p, id, version, scope, status, updated, body)
   redis.call('SET', key, cjson.encode({version = version, scope = scope, status = status, updated_at = updated, body = body}))
-  local score = tonumber(updated)
-  redis.call('ZADD', p .. 'all', score, id)
-  redis.call('ZADD', p .. 's:' .. scope, score, id)
-  redis.call('ZADD', p .. 't:' .. status, score, id)
-  redis.call('ZADD', p .. 'st:' .. scope .. '|' .. status, score, id)
+  index_doc(p, id, scope, status, updated)
 end
 ";
 
@@ -144,16 +149,24 @@ return 1
 /// the rollup retention, `ARGV[5]` the document index prefix, `ARGV[6]` the
 /// number of deliveries. Each delivery then brings its counts (minutes,
 /// alerts), its claim key, and for each minute a hash and index key with its
-/// counters, for each alert a document key and its fields. A delivery
-/// claims its key as CLAIM does and, only if claimed, adds its counters (as
+/// counters, for each alert a document key, its fields and its stored form
+/// as a new document (version 1, written by the guard). A delivery claims
+/// its key as CLAIM does and, only if claimed, adds its counters (as
 /// ADD_ROLLUP does) and writes its alert states (indexed as PUT_DOC
-/// indexes). Deliveries apply in order, so a second delivery of one key in
+/// indexes). The common case costs one call each: a new claim is one
+/// `SET NX`, a new alert one `SET NX` of its stored form; only a held claim
+/// or a known alert is read first. Deliveries apply in order, so a second delivery of one key in
 /// the batch is a duplicate. An alert keeps the stored `first_seen` while
 /// the stored state is firing. The body arrives as JSON text without
 /// `first_seen`/`last_seen`, and is extended as text (never re-encoded, so
 /// it round-trips exactly). Returns 1 (recorded) or 0 (duplicate) per
 /// delivery.
 const INGEST: &str = r#"
+local function alert_body(first, at, body)
+  local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
+  if body == '{}' then return head .. '}' end
+  return head .. ',' .. string.sub(body, 2)
+end
 local now = tonumber(ARGV[1])
 local p = ARGV[5]
 local out = {}
@@ -162,9 +175,13 @@ local k = 1
 for d = 1, tonumber(ARGV[6]) do
   local minutes, alerts = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
-  local v = redis.call('GET', KEYS[k])
-  local take = not (v and tonumber(v) > now)
-  if take then redis.call('SET', KEYS[k], ARGV[2], 'PX', ARGV[3]) end
+  local take = true
+  if not redis.call('SET', KEYS[k], ARGV[2], 'NX', 'PX', ARGV[3]) then
+    -- Held, unless its expiry (by the guard's clock) has passed.
+    local v = redis.call('GET', KEYS[k])
+    take = not (v and tonumber(v) > now)
+    if take then redis.call('SET', KEYS[k], ARGV[2], 'PX', ARGV[3]) end
+  end
   k = k + 1
   out[d] = take and 1 or 0
   for m = 1, minutes do
@@ -189,31 +206,32 @@ for d = 1, tonumber(ARGV[6]) do
   end
   for j = 1, alerts do
     if take then
-      local id, scope, status, updated, at, body = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+      local id, scope, status, updated, at, body, fresh = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
       local dk = KEYS[k]
-      local cur = redis.call('GET', dk)
-      local version = 1
-      local first = at
-      -- An unreadable stored state is replaced, not a reason to fail the
-      -- batch half-way (a script's earlier writes are not undone).
-      local readable, doc = false, nil
-      if cur then readable, doc = pcall(cjson.decode, cur) end
-      if readable and type(doc) == 'table' and type(doc.scope) == 'string' and type(doc.status) == 'string' then
-        version = (tonumber(doc.version) or 0) + 1
-        if doc.status == 'firing' then
-          local ok, b = pcall(cjson.decode, doc.body)
-          if ok and type(b) == 'table' and type(b.first_seen) == 'number' then
-            first = string.format('%d', b.first_seen)
+      if redis.call('SET', dk, fresh, 'NX') then
+        index_doc(p, id, scope, status, updated)
+      else
+        local cur = redis.call('GET', dk)
+        local version = 1
+        local first = at
+        -- An unreadable stored state is replaced, not a reason to fail the
+        -- batch half-way (a script's earlier writes are not undone).
+        local readable, doc = false, nil
+        if cur then readable, doc = pcall(cjson.decode, cur) end
+        if readable and type(doc) == 'table' and type(doc.scope) == 'string' and type(doc.status) == 'string' then
+          version = (tonumber(doc.version) or 0) + 1
+          if doc.status == 'firing' then
+            local ok, b = pcall(cjson.decode, doc.body)
+            if ok and type(b) == 'table' and type(b.first_seen) == 'number' then
+              first = string.format('%d', b.first_seen)
+            end
           end
+          unindex_doc(p, id, doc.scope, doc.status)
         end
-        unindex_doc(p, id, doc.scope, doc.status)
+        write_doc(dk, p, id, version, scope, status, updated, alert_body(first, at, body))
       end
-      local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
-      local full
-      if body == '{}' then full = head .. '}' else full = head .. ',' .. string.sub(body, 2) end
-      write_doc(dk, p, id, version, scope, status, updated, full)
     end
-    a = a + 6
+    a = a + 7
     k = k + 1
   end
 end
@@ -230,6 +248,16 @@ struct DocJson {
     status: String,
     updated_at: String,
     body: String,
+}
+
+/// [`DocJson`] to write, borrowing.
+#[derive(Serialize)]
+struct DocJsonRef<'a> {
+    version: i64,
+    scope: &'a str,
+    status: &'a str,
+    updated_at: &'a str,
+    body: &'a str,
 }
 
 // Scripts are hashed once; EVALSHA with EVAL fallback is handled by `Script`.
@@ -359,6 +387,25 @@ impl RedisStore {
             cursor = next;
         }
     }
+}
+
+/// The stored form of `w` as a new document (version 1, first seen now),
+/// as INGEST's Lua would write it: built here, so a new alert costs the
+/// script one `SET NX` and no encoding. `body` is `w.body` as JSON text.
+fn new_alert_doc(w: &AlertWrite, status: &str, updated: &str, body: &str) -> StoreResult<String> {
+    let seen = format!("{{\"first_seen\":{at},\"last_seen\":{at}", at = w.at);
+    let full = match body.strip_prefix('{') {
+        Some("}") | None => format!("{seen}}}"),
+        Some(rest) => format!("{seen},{rest}"),
+    };
+    serde_json::to_string(&DocJsonRef {
+        version: 1,
+        scope: &w.environment,
+        status,
+        updated_at: updated,
+        body: &full,
+    })
+    .map_err(|e| corrupt("alert state", e))
 }
 
 fn doc_from_json(kind: &str, id: &str, raw: &str) -> StoreResult<Doc> {
@@ -650,14 +697,18 @@ impl Store for RedisStore {
                 }
             }
             for w in &item.alerts {
+                let status = if w.firing { "firing" } else { "resolved" };
+                let body = w.body.to_string();
+                let fresh = new_alert_doc(w, status, &updated, &body)?;
                 script
                     .key(self.key(&["doc", ALERT_KIND, &w.id]))
                     .arg(&w.id)
                     .arg(&w.environment)
-                    .arg(if w.firing { "firing" } else { "resolved" })
+                    .arg(status)
                     .arg(&updated)
                     .arg(w.at.to_string())
-                    .arg(w.body.to_string());
+                    .arg(body)
+                    .arg(fresh);
             }
         }
         let mut conn = self.conn.clone();
