@@ -440,7 +440,41 @@ mod cases {
     }
 
     pub async fn documents_list_by_scope_and_status_newest_first(t: &TestStore) {
+        // Alert states too: a store may index them differently (Postgres and
+        // Redis keep fewer listing indexes for them), but lists them alike.
+        for kind in ["incident", "alert"] {
+            documents_of_a_kind_list_by_scope_and_status_newest_first(t, kind).await;
+        }
+        // Past a page of newer documents that do not match (Redis pages
+        // through alert states when it filters them).
+        for i in 0..150 {
+            let mut d = doc(&format!("bulk{i}"), "bulk", "open", 1_000 + i, json!({}));
+            d.kind = "alert".into();
+            t.store.put_doc(&d, None).await.unwrap();
+        }
+        let staging = DocFilter {
+            scope: Some("staging".into()),
+            status: None,
+        };
+        let listed = t.store.list_docs("alert", &staging, 1).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert!(t
+            .store
+            .list_docs("probe", &DocFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    async fn documents_of_a_kind_list_by_scope_and_status_newest_first(t: &TestStore, kind: &str) {
         let s = &t.store;
+        let doc = |id, scope, status, ms, body| Doc {
+            kind: kind.into(),
+            ..doc(id, scope, status, ms, body)
+        };
         for (id, scope, status, ms) in [
             ("a", "production", "open", 10),
             ("b", "production", "resolved", 30),
@@ -457,30 +491,27 @@ mod cases {
             status: status.map(Into::into),
         };
         assert_eq!(
-            ids(s.list_docs("incident", &f(None, None), 10).await.unwrap()),
+            ids(s.list_docs(kind, &f(None, None), 10).await.unwrap()),
             ["d", "b", "c", "a"]
         );
         assert_eq!(
-            ids(s.list_docs("incident", &f(None, None), 2).await.unwrap()),
+            ids(s.list_docs(kind, &f(None, None), 2).await.unwrap()),
             ["d", "b"]
         );
         assert_eq!(
             ids(s
-                .list_docs("incident", &f(Some("production"), None), 10)
+                .list_docs(kind, &f(Some("production"), None), 10)
                 .await
                 .unwrap()),
             ["d", "b", "a"]
         );
         assert_eq!(
-            ids(s
-                .list_docs("incident", &f(None, Some("open")), 10)
-                .await
-                .unwrap()),
+            ids(s.list_docs(kind, &f(None, Some("open")), 10).await.unwrap()),
             ["d", "c", "a"]
         );
         assert_eq!(
             ids(s
-                .list_docs("incident", &f(Some("production"), Some("open")), 10)
+                .list_docs(kind, &f(Some("production"), Some("open")), 10)
                 .await
                 .unwrap()),
             ["d", "a"]
@@ -491,23 +522,26 @@ mod cases {
             .unwrap();
         assert_eq!(
             ids(s
-                .list_docs("incident", &f(Some("production"), Some("open")), 10)
+                .list_docs(kind, &f(Some("production"), Some("open")), 10)
                 .await
                 .unwrap()),
             ["d"]
         );
         assert_eq!(
             ids(s
-                .list_docs("incident", &f(None, Some("resolved")), 10)
+                .list_docs(kind, &f(None, Some("resolved")), 10)
                 .await
                 .unwrap()),
             ["a", "b"]
         );
-        assert!(s
-            .list_docs("probe", &f(None, None), 10)
-            .await
-            .unwrap()
-            .is_empty());
+        // A limit under what matches, where the newest documents do not.
+        assert_eq!(
+            ids(s
+                .list_docs(kind, &f(Some("staging"), None), 1)
+                .await
+                .unwrap()),
+            ["c"]
+        );
     }
 
     pub async fn audit_tails_and_subject_trails_read_only_what_they_return(t: &TestStore) {
@@ -837,6 +871,19 @@ mod cases {
             .unwrap();
         let ids: BTreeSet<&str> = firing.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, BTreeSet::from(["v", "x", "z"]));
+        for (scope, status) in [
+            (Some("production"), None),
+            (None, Some("firing")),
+            (None, None),
+        ] {
+            let filter = rollback_guard::store::DocFilter {
+                scope: scope.map(Into::into),
+                status: status.map(Into::into),
+            };
+            let listed = s.list_docs("alert", &filter, 10).await.unwrap();
+            let ids: BTreeSet<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(ids, BTreeSet::from(["v", "x", "z"]), "{scope:?} {status:?}");
+        }
     }
 
     pub async fn ingested_alerts_keep_first_seen_while_firing_in_and_across_batches(t: &TestStore) {
@@ -1355,6 +1402,77 @@ async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
         let listed = t.store.list_docs(kind, &filter, 10).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, id);
+    }
+}
+
+/// A Redis store at schema version 2 (alert states in all four listing
+/// indexes) upgrades to 3: the by-scope and by-status indexes of alert
+/// states, no longer kept, are deleted; other kinds keep theirs, and alert
+/// states list as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_store_at_version_2_drops_the_alert_indexes_it_no_longer_keeps() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::{Doc, DocFilter};
+    let t = TestStore::new(Backend::Redis).await;
+    let rollback_guard::store::StoreConfig::Redis { prefix, .. } = &t.config else {
+        unreachable!()
+    };
+    for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
+        let doc = Doc {
+            kind: kind.into(),
+            id: id.into(),
+            version: 0,
+            scope: "production".into(),
+            status: "open".into(),
+            updated_at: Timestamp::from_millis(1_000),
+            body: serde_json::json!({}),
+        };
+        t.store.put_doc(&doc, None).await.unwrap();
+    }
+    let client = ::redis::Client::open(super::helpers::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stale = [
+        format!("{prefix}docs:alert:s:production"),
+        format!("{prefix}docs:alert:t:open"),
+    ];
+    let mut back_to_2 = ::redis::pipe();
+    for key in &stale {
+        back_to_2.zadd(key, "a1", 1_000).ignore();
+    }
+    back_to_2.set(format!("{prefix}schema_version"), 2).ignore();
+    let _: () = back_to_2.query_async(&mut conn).await.unwrap();
+
+    let m = t.store.migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (2, 3));
+    for key in &stale {
+        let exists: bool = ::redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!exists, "{key}");
+    }
+    let kept: bool = ::redis::cmd("EXISTS")
+        .arg(format!("{prefix}docs:incident:s:production"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(kept);
+    for filter in [
+        DocFilter {
+            scope: Some("production".into()),
+            status: None,
+        },
+        DocFilter {
+            scope: None,
+            status: Some("open".into()),
+        },
+    ] {
+        for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
+            let listed = t.store.list_docs(kind, &filter, 10).await.unwrap();
+            assert_eq!(listed.len(), 1, "{kind} {filter:?}");
+            assert_eq!(listed[0].id, id);
+        }
     }
 }
 
