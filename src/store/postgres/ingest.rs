@@ -7,8 +7,8 @@
 //! CTEs of one `INSERT`, written on the assumption that every delivery of
 //! the batch is new. If a claim was taken already (a sender's retry of a
 //! recorded delivery, or a claim of a batch still in flight), the statement
-//! fails on purpose (see [`all_new_sql`]) and so writes nothing, and the
-//! batch goes again the careful way: claims first, then only the taken
+//! fails on the claims' unique key (see [`all_new_sql`]) and so writes
+//! nothing, and the batch goes again the careful way: claims first, then only the taken
 //! deliveries' writes, in an explicit transaction. Measured
 //! side by side at 16 deliveries per batch, the one statement took about a
 //! quarter less database CPU per batch than the careful way's two round
@@ -216,48 +216,47 @@ fn claim_sql() -> String {
 
 /// The batch in one statement (parameters: [`Claims::params`], then
 /// [`Writes::counter_params`] from `$5`, then [`Writes::alert_params`] from
-/// `$10`). Unless every claim was taken, `every` fails the statement on
-/// purpose, which undoes all of it: a text that is no number, cast to one
-/// (SQLSTATE 22P02, with [`RECORDED_ALREADY`] in the message, so the line
-/// this leaves in the database's log says why). A batch holding an already
-/// recorded delivery thus writes nothing and goes the careful way. (Looking
-/// the claims up first instead, to refuse without an error, cost about a
-/// fifth more database CPU per alert.)
+/// `$10`). Its claims are a plain `INSERT`: a claim that is held (or
+/// expired but not yet pruned) is a unique violation on `once_claims_pkey`
+/// ([`recorded_already`]), which fails the statement and so undoes all of
+/// it. A batch holding an already recorded delivery thus writes nothing
+/// and goes the careful way, which also takes expired claims over. Without
+/// `ON CONFLICT` Postgres checks uniqueness once, as it inserts, instead of
+/// probing the index first: about 3 µs less database CPU per delivery
+/// (30 against 33, alternated in one run). (A version that took claims with
+/// `ON CONFLICT` and failed itself on a count, and one that looked the
+/// claims up first to refuse without an error, cost more.)
 ///
-/// The final SELECT reads `every`, then `counters`, then `states`
-/// (operands are evaluated left to right), so `every` is always evaluated,
-/// whatever the batch holds, and rows are locked in the careful way's order
-/// too: claims, counters, alert states (each sorted). Without the reads,
-/// Postgres would run the unread CTEs after the main query in an order of
-/// its own, and a batch of each way could deadlock on a shared counter and
-/// alert.
+/// The final SELECT reads `claimed`, then `counters`, then `states`
+/// (operands are evaluated left to right), so rows are locked in the
+/// careful way's order: claims, counters, alert states (each sorted).
+/// Without the reads, Postgres would run the unread CTEs after the main
+/// query in an order of its own, and a batch of each way could deadlock on
+/// a shared counter and alert.
 fn all_new_sql() -> String {
     format!(
-        "WITH claimed AS ({}),
-         every AS (
-           SELECT CASE WHEN count(*) = cardinality($1::text[]) THEN 1
-                       ELSE (count(*) || ' of ' || cardinality($1::text[])
-                             || ' claims taken: {RECORDED_ALREADY}')::int
-                  END AS ok
-           FROM claimed),
+        "WITH claimed AS (
+           INSERT INTO {{s}}.once_claims (scope, key, expires_at)
+           SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
+           RETURNING 1),
          counters AS ({} RETURNING 1),
          states AS ({} RETURNING 1)
-         SELECT (SELECT ok FROM every) + (SELECT count(*) FROM counters)
+         SELECT (SELECT count(*) FROM claimed) + (SELECT count(*) FROM counters)
                 + (SELECT count(*) FROM states)",
-        claim_sql(),
+        ts(3),
         add_rollups_sql(5),
         upsert_alerts_sql(10, 4)
     )
 }
 
-/// Why a one-statement batch failed on purpose (see [`all_new_sql`]).
-const RECORDED_ALREADY: &str = "a delivery of this rollback-guard intake batch is recorded already (a retry or a duplicate); the batch is recorded claims-first instead";
+/// The claims' key, whose violation is a one-statement batch holding a
+/// recorded delivery (see [`all_new_sql`]).
+const CLAIMS_KEY: &str = "once_claims_pkey";
 
-/// Whether `e` is the one-statement batch failing on purpose.
+/// Whether `e` is the one-statement batch meeting a held claim.
 fn recorded_already(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|db| {
-        *db.code() == SqlState::INVALID_TEXT_REPRESENTATION
-            && db.message().contains(RECORDED_ALREADY)
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(CLAIMS_KEY)
     })
 }
 
@@ -428,9 +427,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_refusal_text_sits_in_a_sql_literal_unbroken() {
-        // It is spliced into the statement inside '…'.
-        assert!(!RECORDED_ALREADY.contains('\''));
-        assert!(all_new_sql().contains(&format!(" claims taken: {RECORDED_ALREADY}')::int")));
+    fn the_one_statement_claims_fail_on_a_held_claim_instead_of_updating_it() {
+        let sql = all_new_sql();
+        let claims = &sql[..sql.find("counters AS").unwrap()];
+        assert!(claims.contains("INSERT INTO {s}.once_claims"));
+        assert!(!claims.contains("ON CONFLICT"), "{claims}");
     }
 }
