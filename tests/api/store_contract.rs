@@ -858,6 +858,18 @@ mod cases {
         .unwrap();
         let z = s.get_doc("alert", "z").await.unwrap().unwrap();
         assert_eq!(z.body["detail"], odd.body["detail"]);
+        // And again as an update of the stored state, which keeps first_seen.
+        let mut again = odd.clone();
+        again.at = 9_500;
+        s.ingest(&[ingest_item("d5", "dpl_c", 1.0, vec![again])], T0, MIN)
+            .await
+            .unwrap();
+        let z = s.get_doc("alert", "z").await.unwrap().unwrap();
+        assert_eq!(z.body["detail"], odd.body["detail"]);
+        assert_eq!(
+            (z.body["first_seen"].as_i64(), z.body["last_seen"].as_i64()),
+            (Some(9_000), Some(9_500))
+        );
         let firing = s
             .list_docs(
                 "alert",
