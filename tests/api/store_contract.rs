@@ -1364,13 +1364,31 @@ async fn pruning_postgres_claims_skips_the_ones_a_batch_holds() {
     assert_eq!(t.store.prune_claims(later, 100).await.unwrap(), 1);
 }
 
+/// Alert state `a1` and incident `i1`, both production/open, for the
+/// upgrade tests.
+async fn put_an_alert_and_an_incident(store: &dyn rollback_guard::store::Store) {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::Doc;
+    for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
+        let doc = Doc {
+            kind: kind.into(),
+            id: id.into(),
+            version: 0,
+            scope: "production".into(),
+            status: "open".into(),
+            updated_at: Timestamp::from_millis(1_000),
+            body: serde_json::json!({}),
+        };
+        store.put_doc(&doc, None).await.unwrap();
+    }
+}
+
 /// A store at schema version 3 (alert states in the full listing index)
 /// upgrades to 4 in place: its documents stay, alert states leave the
 /// listing index, and every kind is listed as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
-    use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::{Doc, DocFilter};
+    use rollback_guard::store::DocFilter;
     let (t, url, schema) = postgres_store().await;
     let admin = session(&url).await;
     // Back to version 3's index.
@@ -1382,18 +1400,7 @@ async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
         ))
         .await
         .unwrap();
-    for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
-        let doc = Doc {
-            kind: kind.into(),
-            id: id.into(),
-            version: 0,
-            scope: "production".into(),
-            status: "open".into(),
-            updated_at: Timestamp::from_millis(1_000),
-            body: serde_json::json!({}),
-        };
-        t.store.put_doc(&doc, None).await.unwrap();
-    }
+    put_an_alert_and_an_incident(t.store.as_ref()).await;
     let m = t.store.migrate().await.unwrap();
     assert_eq!((m.from, m.to), (3, 4));
     let predicate: String = admin
@@ -1423,24 +1430,12 @@ async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
 /// states list as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_store_at_version_2_drops_the_alert_indexes_it_no_longer_keeps() {
-    use rollback_guard::core::clock::Timestamp;
-    use rollback_guard::store::{Doc, DocFilter};
+    use rollback_guard::store::DocFilter;
     let t = TestStore::new(Backend::Redis).await;
     let rollback_guard::store::StoreConfig::Redis { prefix, .. } = &t.config else {
         unreachable!()
     };
-    for (kind, id) in [("alert", "a1"), ("incident", "i1")] {
-        let doc = Doc {
-            kind: kind.into(),
-            id: id.into(),
-            version: 0,
-            scope: "production".into(),
-            status: "open".into(),
-            updated_at: Timestamp::from_millis(1_000),
-            body: serde_json::json!({}),
-        };
-        t.store.put_doc(&doc, None).await.unwrap();
-    }
+    put_an_alert_and_an_incident(t.store.as_ref()).await;
     let client = ::redis::Client::open(super::helpers::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let stale = [
