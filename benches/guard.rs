@@ -462,7 +462,7 @@ async fn bench_intake() {
             .await
             .unwrap(),
     );
-    let (_redis_app, redis_guard_url) = serve_guard(redis.clone(), &schema).await;
+    let (redis_app, redis_guard_url) = serve_guard(redis.clone(), &schema).await;
 
     let dir = tempfile::tempdir().unwrap();
     let (_am, am_url) = start_alertmanager(dir.path()).await;
@@ -512,6 +512,7 @@ async fn bench_intake() {
     for (target, _) in &systems {
         target.run(0, WARMUP).await;
     }
+    let batched_before = [&app, &redis_app].map(|a| a.intake_stats().unwrap_or_default());
     let mut runs: Vec<[Run; 3]> = Vec::new();
     for round in 0..ROUNDS {
         let from = WARMUP + round * PER_ROUND;
@@ -576,6 +577,20 @@ async fn bench_intake() {
         "    Alertmanager runs : {:>5.1} (load generator only) + alertmanager {:>5.1}",
         am_sum.own, am_sum.srv
     );
+    // How the guard's group commit batched (see flows/intake/batch.rs).
+    for ((name, a), before) in [("Postgres", &app), ("Redis", &redis_app)]
+        .into_iter()
+        .zip(&batched_before)
+    {
+        let b = a.intake_stats().unwrap_or_default().since(before);
+        let n = b.batches.max(1) as f64;
+        println!(
+            "  batches ({name:<8}): {:>6} of {:>5.1} deliveries on average, {:.2} ms each from sending to the store's answer",
+            b.batches,
+            b.deliveries as f64 / n,
+            b.store_micros as f64 / n / 1000.0
+        );
+    }
     let guard_rate = pg_sum.rate;
 
     let ceiling = pgbench_single_row_ceiling(&schema).await;

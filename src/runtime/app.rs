@@ -156,6 +156,12 @@ impl App {
         Ok(taken.first().copied().unwrap_or(false))
     }
 
+    /// What the instance's intake writer has written so far (`None` before
+    /// its first delivery, or when the store records deliveries directly).
+    pub fn intake_stats(&self) -> Option<crate::flows::intake::batch::BatchStats> {
+        self.intake.get().map(|b| b.stats())
+    }
+
     /// The instance's intake writer (group commit), started on first use.
     async fn intake(&self) -> StoreResult<&crate::flows::intake::batch::Batcher> {
         let store = Arc::clone(self.store().await?);

@@ -18,6 +18,7 @@
 //! delivery at most the first batch's round trip, which it would have
 //! waited for anyway with one writer.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,42 @@ impl Sink for StoreSink {
     }
 }
 
+/// What the batcher has written so far: how many batches, deliveries and
+/// microseconds of store calls (from sending a batch to its answer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub batches: u64,
+    pub deliveries: u64,
+    pub store_micros: u64,
+}
+
+impl BatchStats {
+    /// What was written between `earlier` and `self`.
+    pub fn since(&self, earlier: &BatchStats) -> BatchStats {
+        BatchStats {
+            batches: self.batches - earlier.batches,
+            deliveries: self.deliveries - earlier.deliveries,
+            store_micros: self.store_micros - earlier.store_micros,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    deliveries: AtomicU64,
+    store_micros: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, deliveries: usize, took: Duration) {
+        self.batches.fetch_add(1, Relaxed);
+        self.deliveries.fetch_add(deliveries as u64, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.store_micros.fetch_add(micros, Relaxed);
+    }
+}
+
 struct Job {
     item: Ingest,
     reply: oneshot::Sender<StoreResult<bool>>,
@@ -82,6 +119,7 @@ struct Job {
 /// The instance's intake writer.
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
 }
 
 impl Batcher {
@@ -93,8 +131,18 @@ impl Batcher {
     /// Starts the worker recording into `sink`.
     pub fn start_with(sink: Arc<dyn Sink>, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, sink, clock, ttl));
-        Self { tx }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(rx, sink, Arc::clone(&counters), clock, ttl));
+        Self { tx, counters }
+    }
+
+    /// What this batcher has written so far.
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.counters.batches.load(Relaxed),
+            deliveries: self.counters.deliveries.load(Relaxed),
+            store_micros: self.counters.store_micros.load(Relaxed),
+        }
     }
 
     /// Records `item` with whatever else is queued; `Ok(false)` when its
@@ -116,6 +164,7 @@ impl Batcher {
 async fn run(
     mut rx: mpsc::Receiver<Job>,
     sink: Arc<dyn Sink>,
+    counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
     ttl: Duration,
 ) {
@@ -127,7 +176,8 @@ async fn run(
             && (in_flight.is_empty() || (in_flight.len() < WRITERS && queued.len() >= MIN_OVERLAP));
         if start {
             let jobs = std::mem::replace(&mut queued, Vec::with_capacity(MAX_BATCH));
-            in_flight.spawn(write(jobs, Arc::clone(&sink), clock.now(), ttl));
+            let (sink, counters) = (Arc::clone(&sink), Arc::clone(&counters));
+            in_flight.spawn(write(jobs, sink, counters, clock.now(), ttl));
             continue;
         }
         if !open && queued.is_empty() && in_flight.is_empty() {
@@ -143,12 +193,21 @@ async fn run(
 }
 
 /// Records `jobs` in one call and answers each.
-async fn write(mut jobs: Vec<Job>, sink: Arc<dyn Sink>, now: Timestamp, ttl: Duration) {
+async fn write(
+    mut jobs: Vec<Job>,
+    sink: Arc<dyn Sink>,
+    counters: Arc<Counters>,
+    now: Timestamp,
+    ttl: Duration,
+) {
     let items: Vec<Ingest> = jobs
         .iter_mut()
         .map(|j| std::mem::take(&mut j.item))
         .collect();
-    match sink.ingest(&items, now, ttl).await {
+    let started = std::time::Instant::now();
+    let result = sink.ingest(&items, now, ttl).await;
+    counters.add(items.len(), started.elapsed());
+    match result {
         Ok(taken) if taken.len() == jobs.len() => {
             for (job, t) in jobs.into_iter().zip(taken) {
                 let _ = job.reply.send(Ok(t));
@@ -286,5 +345,10 @@ mod tests {
         for a in answers {
             assert!(a.await.unwrap().unwrap());
         }
+        let stats = b.stats();
+        assert_eq!(
+            (stats.batches, stats.deliveries),
+            (3, 1 + MIN_OVERLAP as u64 + 2)
+        );
     }
 }
