@@ -6,6 +6,7 @@
 //! mistaken for a duplicate).
 
 pub mod batch;
+mod recent;
 pub mod signal;
 pub mod sources;
 pub mod unmapped;
