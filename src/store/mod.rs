@@ -413,7 +413,7 @@ pub async fn connect_with(
 /// How many times a compare-and-set write (audit append, document upsert) retries before giving up.
 pub(crate) const MAX_CAS_ATTEMPTS: usize = 50;
 
-pub(crate) fn ttl_millis(ttl: Duration) -> i64 {
+fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 

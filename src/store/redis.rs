@@ -3,6 +3,7 @@
 //! multiplexed connection cannot use). Expiry decisions use the caller's
 //! `now`; Redis TTLs only garbage-collect.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
 
 /// 2: audit records are indexed by subject (`audit:subj:<subject>` lists of seqs).
+/// 3: alert states keep only the `all` and scope-and-status listing indexes
+/// ([`slim_listing`]).
 const SCHEMA_VERSION: u32 = 3;
 
 /// Takes `KEYS[1]` for `ARGV[1]` (holder) if free, expired at `ARGV[2]`
@@ -158,10 +161,10 @@ return 1
 /// as a new document (version 1, written by the guard). A delivery claims
 /// its key as CLAIM does and, only if claimed, adds its counters (as
 /// ADD_ROLLUP does) and writes its alert states (indexed as PUT_DOC
-/// indexes a slim kind). The common case costs one call each: a new claim is one
-/// `SET NX`, a new alert one `SET NX` of its stored form; only a held claim
-/// or a known alert is read first. Deliveries apply in order, so a second delivery of one key in
-/// the batch is a duplicate. An alert keeps the stored `first_seen` while
+/// indexes a slim kind). The common case costs one call each: a new claim
+/// is one `SET NX`, a new alert one `SET NX` of its stored form; only a
+/// held claim or a known alert is read first. Deliveries apply in order,
+/// so a second delivery of one key in the batch is a duplicate. An alert keeps the stored `first_seen` while
 /// the stored state is firing. The body arrives as JSON text without
 /// `first_seen`/`last_seen`, and is extended as text (never re-encoded, so
 /// it round-trips exactly). Returns 1 (recorded) or 0 (duplicate) per
@@ -246,23 +249,19 @@ return out
 /// How long Redis keeps rollups (evaluation looks back at most a few hours).
 const ROLLUP_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 
-#[derive(Deserialize)]
-struct DocJson {
+/// A document's stored form (what DOC_LUA's `write_doc` encodes), read and,
+/// for a new alert state, written by the guard.
+#[derive(Serialize, Deserialize)]
+struct DocJson<'a> {
     version: i64,
-    scope: String,
-    status: String,
-    updated_at: String,
-    body: String,
-}
-
-/// [`DocJson`] to write, borrowing.
-#[derive(Serialize)]
-struct DocJsonRef<'a> {
-    version: i64,
-    scope: &'a str,
-    status: &'a str,
-    updated_at: &'a str,
-    body: &'a str,
+    #[serde(borrow)]
+    scope: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    updated_at: Cow<'a, str>,
+    #[serde(borrow)]
+    body: Cow<'a, str>,
 }
 
 // Scripts are hashed once; EVALSHA with EVAL fallback is handled by `Script`.
@@ -465,12 +464,12 @@ fn new_alert_doc(w: &AlertWrite, status: &str, updated: &str, body: &str) -> Sto
         Some("}") | None => format!("{seen}}}"),
         Some(rest) => format!("{seen},{rest}"),
     };
-    serde_json::to_string(&DocJsonRef {
+    serde_json::to_string(&DocJson {
         version: 1,
-        scope: &w.environment,
-        status,
-        updated_at: updated,
-        body: &full,
+        scope: Cow::Borrowed(&w.environment),
+        status: Cow::Borrowed(status),
+        updated_at: Cow::Borrowed(updated),
+        body: Cow::Owned(full),
     })
     .map_err(|e| corrupt("alert state", e))
 }
@@ -503,8 +502,8 @@ fn doc_from_json(kind: &str, id: &str, raw: &str) -> StoreResult<Doc> {
         kind: kind.to_string(),
         id: id.to_string(),
         version: j.version,
-        scope: j.scope,
-        status: j.status,
+        scope: j.scope.into_owned(),
+        status: j.status.into_owned(),
         updated_at: Timestamp::from_millis(
             j.updated_at
                 .parse()

@@ -219,12 +219,17 @@ async fn run(
                 let from = queued.len() - n;
                 known.sort(&mut queued, from, clock.now());
             }
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                match done {
-                    Ok(done) => known.record(done, ttl),
-                    // A batch that panicked dropped its replies (its senders
-                    // get 503); its copies held here go to the store.
-                    Err(e) => known.flying.retain(|id| *id != e.id()),
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                // A batch that panicked dropped its replies (its senders get
+                // 503) and recorded nothing known: its held copies go to the
+                // store.
+                let (id, done) = match done {
+                    Ok((id, done)) => (id, Some(done)),
+                    Err(e) => (e.id(), None),
+                };
+                known.flying.retain(|batch| *batch != id);
+                if let Some(done) = done {
+                    known.record(done);
                 }
                 known.release_held(&mut queued, clock.now());
             }
@@ -264,18 +269,12 @@ impl Known {
         }
     }
 
-    /// A batch ended: its recorded claims are known until they end.
-    fn record(&mut self, done: BatchDone, ttl: Duration) {
-        let until = Timestamp::from_millis(
-            done.now
-                .as_millis()
-                .saturating_add(crate::store::ttl_millis(ttl)),
-        );
-        let taken = done.taken.unwrap_or_default();
-        for (i, (scope, key)) in done.claims.into_iter().enumerate() {
-            self.flying.remove(&scope, &key);
-            if taken.get(i).copied().unwrap_or(false) {
-                self.recent.insert(scope, key, until);
+    /// A batch ended: the claims it took are known until they end.
+    fn record(&mut self, done: BatchDone) {
+        let Some(taken) = done.taken else { return };
+        for ((scope, key), took) in done.claims.into_iter().zip(taken) {
+            if took {
+                self.recent.insert(scope, key, done.until);
             }
         }
     }
@@ -289,12 +288,13 @@ impl Known {
     }
 }
 
-/// A batch's end: its claims, in order, and which were taken (`None`: the
-/// batch failed).
+/// A batch's end: its claims, in order, which were taken (`None`: the
+/// batch failed), and when the taken ones end (`now` plus the window; the
+/// store's own end is never earlier).
 struct BatchDone {
     claims: Vec<(String, String)>,
     taken: Option<Vec<bool>>,
-    now: Timestamp,
+    until: Timestamp,
 }
 
 /// Records `jobs` in one call and answers each.
@@ -340,7 +340,11 @@ async fn write(
             None
         }
     };
-    BatchDone { claims, taken, now }
+    BatchDone {
+        claims,
+        taken,
+        until: now.plus(ttl),
+    }
 }
 
 /// `e` again, for each delivery of a failed batch.

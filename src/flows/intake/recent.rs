@@ -54,7 +54,9 @@ pub const KEPT: usize = 65_536;
 
 /// Claims this instance recorded, each with the time its claim in the
 /// store ends (the batch's `now` plus the dedupe window, as the store
-/// computes it).
+/// computes it). Redis also ends a claim by its own clock (the key's
+/// expiry): with the two clocks apart, the end can differ by that skew, a
+/// day after the delivery.
 #[derive(Default)]
 pub struct Recent {
     until: Claims<Timestamp>,
