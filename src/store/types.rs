@@ -68,7 +68,10 @@ pub struct Doc {
     pub kind: String,
     /// Unique within `kind`.
     pub id: String,
-    /// Starts at 1; every successful write increments it.
+    /// Starts at 1; every successful write increments it. Intake's writes
+    /// of alert states may count as one (Postgres folds a batch's writes,
+    /// and the writes logged between two reads, into one): a state read
+    /// again after a later write has a later version.
     pub version: i64,
     /// Grouping used for listing, usually the environment.
     pub scope: String,

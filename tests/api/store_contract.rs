@@ -913,6 +913,7 @@ mod cases {
         )
         .await
         .unwrap();
+        let read = s.get_doc("alert", "y").await.unwrap().unwrap();
         let batch = [
             ingest_item("a2", "dpl_a", 1.0, vec![alert("y", true, 2_000)]),
             ingest_item("a3", "dpl_a", 1.0, vec![alert("y", true, 3_000)]),
@@ -923,9 +924,20 @@ mod cases {
             (y.body["first_seen"].as_i64(), y.body["last_seen"].as_i64()),
             (Some(1_000), Some(3_000))
         );
-        // A later write is a later version (Postgres folds one batch's
-        // writes of an alert into one, the others count each).
-        assert!(y.version >= 2, "version {}", y.version);
+        // Read again after a later write, a state has a later version
+        // (Postgres folds one batch's writes of an alert into one, and the
+        // writes logged between two reads; the others count each).
+        assert!(
+            y.version > read.version,
+            "{} after {}",
+            y.version,
+            read.version
+        );
+        // Read again with nothing written since, it has the same version.
+        assert_eq!(
+            s.get_doc("alert", "y").await.unwrap().unwrap().version,
+            y.version
+        );
         assert_eq!(y.body["name"].as_str(), Some("y"));
         // Resolved then firing again in one batch: a new episode starts at the re-fire.
         let batch = [
@@ -1183,13 +1195,15 @@ async fn a_postgres_batch_killed_mid_way_leaves_nothing_and_its_retry_counts_onc
 
 /// Both ways of recording a Postgres batch (one statement when every
 /// delivery is new; claims first when one is a retry) lock rows in the same
-/// order, claims, counters, alert states, so a batch of each way that share
-/// a counter and an alert wait for each other instead of deadlocking.
-/// Staged: another session holds the counter; the careful batch waits on it
-/// (its claims done, its alert not yet written); then the one-statement
-/// batch arrives. Were it to write its alert before its counter, it would
-/// hold the alert the careful batch needs next while waiting for the
-/// counter the careful batch gets first: a deadlock, and a 503 for one.
+/// order, claims, then counters (alert writes are appended to the alert
+/// log and lock nothing), so a batch of each way that share a counter and
+/// an alert wait for each other instead of deadlocking, and both alert
+/// writes land. Staged: another session holds the counter; the careful
+/// batch waits on it (its claims done, its alert not yet written); then the
+/// one-statement batch arrives and waits on the counter too. (When alert
+/// states were upserted in the batch, a one-statement batch writing its
+/// alert before its counter would have held the alert the careful batch
+/// needed next: a deadlock, and a 503 for one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
     use rollback_guard::core::clock::Timestamp;
@@ -1197,13 +1211,13 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
     let (t, url, schema) = postgres_store().await;
     let now = Timestamp::from_millis(1_764_000_000_000);
     let ttl = std::time::Duration::from_secs(60);
-    let with_alert = |key: &str, alert: &str| {
+    let with_alert = |key: &str, alert: &str, at: i64| {
         let mut i = counted(key, "production");
         i.alerts.push(AlertWrite {
             id: alert.into(),
             environment: "production".into(),
             firing: true,
-            at: 1_000,
+            at,
             body: serde_json::json!({"name": alert}),
         });
         i
@@ -1232,14 +1246,14 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
             .await
             .unwrap();
         let store = t.store.clone();
-        let batch = [counted("r1", "production"), with_alert(&n1, &x)];
+        let batch = [counted("r1", "production"), with_alert(&n1, &x, 1_000)];
         let careful = tokio::spawn(async move { store.ingest(&batch, now, ttl).await });
         assert!(
             sessions_waiting_on_locks(&url, &schema, 1).await,
             "the careful batch waits on the counter"
         );
         let store = t.store.clone();
-        let batch = [with_alert(&n2, &x)];
+        let batch = [with_alert(&n2, &x, 2_000)];
         let one_statement = tokio::spawn(async move { store.ingest(&batch, now, ttl).await });
         assert!(
             sessions_waiting_on_locks(&url, &schema, 2).await,
@@ -1258,8 +1272,14 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
             rows[0].value, once_each,
             "r1 once, n1 and n2 of each round once"
         );
+        // Both batches wrote the alert, in either order: firing since the
+        // first write, last seen at the second.
         let x = t.store.get_doc("alert", &x).await.unwrap().unwrap();
-        assert_eq!(x.version, 2, "both batches wrote the alert");
+        let seen = [&x.body["first_seen"], &x.body["last_seen"]].map(|v| v.as_i64().unwrap());
+        assert!(
+            seen == [1_000, 2_000] || seen == [2_000, 1_000],
+            "both batches wrote the alert: {seen:?}"
+        );
     }
 }
 
@@ -1364,6 +1384,44 @@ async fn pruning_postgres_claims_skips_the_ones_a_batch_holds() {
     assert_eq!(t.store.prune_claims(later, 100).await.unwrap(), 1);
 }
 
+/// Postgres folds its alert log into alert states in chunks, oldest
+/// first: a backlog longer than a chunk (here 25,000 logged writes of one
+/// alert, resolved once early on) leaves the state its writes leave one by
+/// one, and an empty log. The fold across the chunk boundary keeps
+/// `first_seen` from the first chunk while the alert stays firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_alert_log_longer_than_a_fold_chunk_folds_in_order() {
+    let (t, url, schema) = postgres_store().await;
+    let admin = session(&url).await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".alert_log
+               (id, scope, status, inherit, first_seen, last_seen, updated_at, body)
+             SELECT 'long', 'production', CASE WHEN i = 100 THEN 'resolved' ELSE 'firing' END,
+                    true, i, i, to_timestamp(1764000000 + i), json_build_object('n', i)
+             FROM generate_series(1, 25000) AS i"
+        ))
+        .await
+        .unwrap();
+    let long = t.store.get_doc("alert", "long").await.unwrap().unwrap();
+    assert_eq!(long.status, "firing");
+    assert_eq!(
+        (
+            long.body["first_seen"].as_i64(),
+            long.body["last_seen"].as_i64()
+        ),
+        (Some(101), Some(25_000))
+    );
+    assert_eq!(long.body["n"], 25_000);
+    assert_eq!(long.updated_at.as_millis(), (1_764_000_000 + 25_000) * 1000);
+    let left: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".alert_log"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
 /// Alert state `a1` and incident `i1`, both production/open, for the
 /// upgrade tests.
 async fn put_an_alert_and_an_incident(store: &dyn rollback_guard::store::Store) {
@@ -1391,18 +1449,19 @@ async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
     use rollback_guard::store::DocFilter;
     let (t, url, schema) = postgres_store().await;
     let admin = session(&url).await;
-    // Back to version 3's index.
+    put_an_alert_and_an_incident(t.store.as_ref()).await;
+    // Back to version 3's index (and no alert log).
     admin
         .batch_execute(&format!(
             "DROP INDEX \"{schema}\".docs_listing;
              CREATE INDEX docs_listing ON \"{schema}\".docs (kind, scope, status, updated_at DESC, id DESC);
+             DROP TABLE \"{schema}\".alert_log;
              DELETE FROM \"{schema}\".schema_migrations WHERE version > 3;"
         ))
         .await
         .unwrap();
-    put_an_alert_and_an_incident(t.store.as_ref()).await;
     let m = t.store.migrate().await.unwrap();
-    assert_eq!((m.from, m.to), (3, 4));
+    assert_eq!((m.from, m.to), (3, 5));
     let predicate: String = admin
         .query_one(
             "SELECT pg_get_expr(indpred, indrelid) FROM pg_index

@@ -1,19 +1,20 @@
 //! Intake batches on Postgres ([`Store::ingest`](super::Store::ingest)):
-//! many deliveries, their dedupe claims, counters and alert states, in one
-//! transaction.
+//! many deliveries, their dedupe claims, counters and alert writes, in one
+//! transaction. Alert writes are appended to the alert log, folded into
+//! alert states when those are read (see [`super::alert_log`]).
 //!
 //! Usually that transaction is **one statement** (one round trip and one
-//! commit): the claims, the counters and the alert states are data-modifying
-//! CTEs of one `INSERT`, written on the assumption that every delivery of
-//! the batch is new. If a claim was taken already (a sender's retry of a
-//! recorded delivery, or a claim of a batch still in flight), the statement
-//! fails on the claims' unique key (see [`all_new_sql`]) and so writes
-//! nothing, and the batch goes again the careful way: claims first, then
-//! only the taken deliveries' writes, in an explicit transaction. Measured
-//! side by side at 16 deliveries per batch, the one statement took about a
-//! quarter less database CPU per batch than the careful way's two round
-//! trips and five statements (640 against 830-930 µs), and less than half
-//! the guard's CPU (160 against 370-400 µs).
+//! commit): the claims, the counters and the alert writes are
+//! data-modifying CTEs of one `INSERT`, written on the assumption that every
+//! delivery of the batch is new. If a claim was taken already (a sender's
+//! retry of a recorded delivery, or a claim of a batch still in flight), the
+//! statement fails on the claims' unique key (see [`all_new_sql`]) and so
+//! writes nothing, and the batch goes again the careful way: claims first,
+//! then only the taken deliveries' writes, in an explicit transaction.
+//! Measured side by side at 16 deliveries per batch, the one statement took
+//! about a quarter less database CPU per batch than the careful way's two
+//! round trips and five statements (640 against 830-930 µs), and less than
+//! half the guard's CPU (160 against 370-400 µs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -21,9 +22,10 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::alert_log::FirstSeen;
 use super::{in_schema, pg_err, ts, PostgresStore, ADD_TO_ROLLUP};
 use crate::core::clock::Timestamp;
-use crate::store::{combine, ttl_millis, AlertWrite, Ingest, RollupAdd, StoreResult, ALERT_KIND};
+use crate::store::{combine, ttl_millis, AlertWrite, Ingest, RollupAdd, StoreResult};
 
 /// Intake's statements for one schema, written once: intake runs them
 /// for every batch, and the text is the statement cache's key.
@@ -31,7 +33,7 @@ pub(super) struct Statements {
     all_new: String,
     claim: String,
     add_rollups: String,
-    upsert_alerts: String,
+    append_alerts: String,
 }
 
 impl Statements {
@@ -41,7 +43,7 @@ impl Statements {
             all_new: s(all_new_sql()),
             claim: s(claim_sql()),
             add_rollups: s(add_rollups_sql(1)),
-            upsert_alerts: s(upsert_alerts_sql(1, 8)),
+            append_alerts: s(append_alerts_sql(1, 8)),
         }
     }
 }
@@ -123,8 +125,8 @@ impl PostgresStore {
             .prepare_cached(&self.ingest_sql.add_rollups)
             .await
             .map_err(pg_err)?;
-        let upsert = c
-            .prepare_cached(&self.ingest_sql.upsert_alerts)
+        let append = c
+            .prepare_cached(&self.ingest_sql.append_alerts)
             .await
             .map_err(pg_err)?;
         let claim_params = claims.params();
@@ -154,7 +156,7 @@ impl PostgresStore {
             }
             let mut params = writes.alert_params();
             params.push(&claims.now);
-            c.execute(&upsert, &params).await
+            c.execute(&append, &params).await
         };
         // A failed statement aborts the transaction: the COMMIT after it
         // then rolls back, and the failure is what is reported.
@@ -167,8 +169,9 @@ impl PostgresStore {
 }
 
 /// The fresh deliveries' claims, sorted (rows are locked in one order in
-/// every batch: claims and alerts sorted, counters folded in key order, so
-/// concurrent batches cannot deadlock), with their expiry and the time.
+/// every batch: claims sorted, counters folded in key order, so concurrent
+/// batches cannot deadlock; alert writes are appended and lock nothing),
+/// with their expiry and the time.
 struct Claims<'a> {
     scopes: Vec<&'a str>,
     keys: Vec<&'a str>,
@@ -227,12 +230,12 @@ fn claim_sql() -> String {
 /// `ON CONFLICT` and failed itself on a count, and one that looked the
 /// claims up first to refuse without an error, cost more.)
 ///
-/// The final SELECT reads `claimed`, then `counters`, then `states`
+/// The final SELECT reads `claimed`, then `counters`, then `logged`
 /// (operands are evaluated left to right), so rows are locked in the
-/// careful way's order: claims, counters, alert states (each sorted).
-/// Without the reads, Postgres would run the unread CTEs after the main
-/// query in an order of its own, and a batch of each way could deadlock on
-/// a shared counter and alert.
+/// careful way's order: claims, then counters (each sorted); the alert
+/// writes are appended and lock no row. Without the reads, Postgres would
+/// run the unread CTEs after the main query in an order of its own, and a
+/// batch of each way could deadlock on a shared claim and counter.
 fn all_new_sql() -> String {
     format!(
         "WITH claimed AS (
@@ -240,12 +243,12 @@ fn all_new_sql() -> String {
            SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
            RETURNING 1),
          counters AS ({} RETURNING 1),
-         states AS ({} RETURNING 1)
+         logged AS ({} RETURNING 1)
          SELECT (SELECT count(*) FROM claimed) + (SELECT count(*) FROM counters)
-                + (SELECT count(*) FROM states)",
+                + (SELECT count(*) FROM logged)",
         ts(3),
         add_rollups_sql(5),
-        upsert_alerts_sql(10, 4)
+        append_alerts_sql(10, 4)
     )
 }
 
@@ -275,28 +278,26 @@ fn add_rollups_sql(p: usize) -> String {
     )
 }
 
-/// Upserts folded alert states (from `$p`: ids, scopes, statuses, whether
-/// `first_seen` is inherited from a stored firing state, first_seen,
-/// last_seen, bodies; `$now`: the time in ms).
-fn upsert_alerts_sql(p: usize, now: usize) -> String {
-    let (id, scope, status, inherit, first, last, body) =
-        (p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6);
+/// Appends folded alert writes to the alert log (from `$p`: ids, scopes,
+/// statuses, whether `first_seen` is inherited from the state before,
+/// first_seen, last_seen, bodies; `$now`: the time in ms, the states'
+/// `updated_at`). See [`super::alert_log`].
+fn append_alerts_sql(p: usize, now: usize) -> String {
     format!(
-        "INSERT INTO {{s}}.docs AS d (kind, id, version, scope, status, updated_at, body)
-         SELECT '{ALERT_KIND}', t.id, 1, t.scope, t.status, {},
-                t.body || jsonb_build_object('first_seen', t.first_seen, 'last_seen', t.last_seen)
-         FROM unnest(${id}::text[], ${scope}::text[], ${status}::text[], ${inherit}::bool[],
-                     ${first}::int8[], ${last}::int8[], ${body}::jsonb[])
-              AS t(id, scope, status, inherit, first_seen, last_seen, body)
-         ON CONFLICT (kind, id) DO UPDATE SET
-           version = d.version + 1, scope = EXCLUDED.scope, status = EXCLUDED.status,
-           updated_at = EXCLUDED.updated_at,
-           body = EXCLUDED.body || jsonb_build_object('first_seen',
-             CASE WHEN d.status = 'firing'
-                       AND (SELECT u.inherit FROM unnest(${id}::text[], ${inherit}::bool[])
-                            AS u(id, inherit) WHERE u.id = d.id)
-                  THEN d.body->'first_seen' ELSE EXCLUDED.body->'first_seen' END)",
-        ts(now)
+        "INSERT INTO {{s}}.alert_log
+           (id, scope, status, inherit, first_seen, last_seen, updated_at, body)
+         SELECT t.id, t.scope, t.status, t.inherit, t.first_seen, t.last_seen, {}, t.body
+         FROM unnest(${}::text[], ${}::text[], ${}::text[], ${}::bool[], ${}::int8[], ${}::int8[],
+                     ${}::json[])
+              AS t(id, scope, status, inherit, first_seen, last_seen, body)",
+        ts(now),
+        p,
+        p + 1,
+        p + 2,
+        p + 3,
+        p + 4,
+        p + 5,
+        p + 6
     )
 }
 
@@ -345,8 +346,8 @@ impl<'a> Writes<'a> {
             alerts
                 .2
                 .push(if f.last.firing { "firing" } else { "resolved" });
-            alerts.3.push(f.inherit);
-            alerts.4.push(f.first_seen);
+            alerts.3.push(f.first.inherit);
+            alerts.4.push(f.first.at);
             alerts.5.push(f.last.at);
             alerts.6.push(&f.last.body);
         }
@@ -386,13 +387,11 @@ fn fold_rollups<'a>(adds: impl Iterator<Item = &'a RollupAdd>) -> BTreeMap<Rollu
     rows
 }
 
-/// The last write of each alert in a batch, with the `first_seen` the
-/// writes before it leave: `inherit` means "the stored one, if the stored
-/// alert is firing, else `first_seen`".
+/// The last write of each alert in a batch, with how the writes before
+/// it set `first_seen` ([`FirstSeen`]).
 struct FoldedAlert<'a> {
     last: &'a AlertWrite,
-    inherit: bool,
-    first_seen: i64,
+    first: FirstSeen,
 }
 
 fn fold_alerts<'a>(writes: impl Iterator<Item = &'a AlertWrite>) -> Vec<FoldedAlert<'a>> {
@@ -404,17 +403,12 @@ fn fold_alerts<'a>(writes: impl Iterator<Item = &'a AlertWrite>) -> Vec<FoldedAl
                 at.insert(&w.id, out.len());
                 out.push(FoldedAlert {
                     last: w,
-                    inherit: true,
-                    first_seen: w.at,
+                    first: FirstSeen::of_write(w.at),
                 });
             }
             Some(&i) => {
                 let f = &mut out[i];
-                // As `AlertWrite::apply`: kept while the previous state is firing.
-                if !f.last.firing {
-                    f.inherit = false;
-                    f.first_seen = w.at;
-                }
+                f.first = f.first.then(f.last.firing, FirstSeen::of_write(w.at));
                 f.last = w;
             }
         }

@@ -3,6 +3,7 @@
 //! tables. Only transaction-scoped advisory locks are used, so the pooled
 //! (PgBouncer transaction mode) URL works too.
 
+mod alert_log;
 mod ingest;
 
 use crate::integrations::postgres::{client_config, tls};
@@ -91,6 +92,22 @@ DROP INDEX {s}.docs_listing;
 CREATE INDEX docs_listing ON {s}.docs (kind, scope, status, updated_at DESC, id DESC)
     WHERE kind <> 'alert';
 "#,
+    // Intake appends alert writes here; they are folded into `docs` before
+    // alert states are read (see `alert_log`). Read whole, oldest first: no
+    // index to keep up per write.
+    r#"
+CREATE TABLE {s}.alert_log (
+    seq        bigint GENERATED ALWAYS AS IDENTITY,
+    id         text NOT NULL,
+    scope      text NOT NULL,
+    status     text NOT NULL,
+    inherit    boolean NOT NULL,
+    first_seen bigint NOT NULL,
+    last_seen  bigint NOT NULL,
+    updated_at timestamptz NOT NULL,
+    body       json NOT NULL
+);
+"#,
 ];
 
 /// Parameter `$n` (milliseconds) as a timestamptz inside SQL.
@@ -115,6 +132,8 @@ pub struct PostgresStore {
     server: String,
     /// Intake's statements, written out once for this schema.
     ingest_sql: ingest::Statements,
+    /// The alert log's fold statements, likewise.
+    alert_log_sql: alert_log::Statements,
 }
 
 /// Connections per instance.
@@ -182,6 +201,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
             ingest_sql: ingest::Statements::for_schema(schema),
+            alert_log_sql: alert_log::Statements::for_schema(schema),
             pool,
             schema: schema.to_string(),
             server,
@@ -209,6 +229,14 @@ impl PostgresStore {
             ts(3),
             ts(4)
         ))
+    }
+
+    /// Folds the alert log first if `kind` is alert states (see `alert_log`).
+    async fn fold_before(&self, kind: &str) -> StoreResult<()> {
+        if kind == ALERT_KIND {
+            self.fold_alert_log().await?;
+        }
+        Ok(())
     }
 
     fn sql(&self, text: &str) -> String {
@@ -468,6 +496,7 @@ impl Store for PostgresStore {
     }
 
     async fn put_doc(&self, doc: &Doc, expected: Option<i64>) -> StoreResult<DocWrite> {
+        self.fold_before(&doc.kind).await?;
         let updated = doc.updated_at.as_millis() as f64;
         let c = self.client().await?;
         let row = match expected {
@@ -493,6 +522,7 @@ impl Store for PostgresStore {
     }
 
     async fn get_doc(&self, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+        self.fold_before(kind).await?;
         let sql = self.sql(&format!(
             "SELECT id, version, scope, status, {} AS updated_ms, body FROM {{s}}.docs WHERE kind = $1 AND id = $2",
             ms("updated_at")
@@ -512,6 +542,7 @@ impl Store for PostgresStore {
         filter: &DocFilter,
         limit: usize,
     ) -> StoreResult<Vec<Doc>> {
+        self.fold_before(kind).await?;
         // Alert states are not in the listing index (see MIGRATIONS); the
         // other kinds say so, or the planner could not use it.
         let indexed = if kind == ALERT_KIND {
@@ -565,6 +596,9 @@ impl Store for PostgresStore {
         // skipped, not waited for: the batch locks its claims in key order,
         // and a prune waiting on one while holding another could deadlock
         // with it. A skipped claim is pruned by a later run, or renewed.
+        // The cron that prunes also folds the alert log, so the log stays
+        // short where nothing reads alert states.
+        self.fold_alert_log().await?;
         let sql = self.sql(&format!(
             "DELETE FROM {{s}}.once_claims WHERE ctid IN (
                SELECT ctid FROM {{s}}.once_claims WHERE expires_at <= {} LIMIT $2
