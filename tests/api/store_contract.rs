@@ -980,6 +980,46 @@ mod cases {
         assert_eq!(y.body["first_seen"].as_i64(), Some(7_000));
     }
 
+    /// Long runs of alert writes, in one batch or one delivery, leave the
+    /// states their writes leave one by one (Redis and Postgres log them
+    /// and fold the log in steps when alert states are read).
+    pub async fn long_runs_of_alert_writes_leave_the_states_of_their_writes(t: &TestStore) {
+        let s = &t.store;
+        // 2,500 deliveries in one batch, each a write of one alert, which
+        // is resolved once early on.
+        let batch: Vec<_> = (1..=2_500)
+            .map(|i| {
+                let a = alert("long", i != 100, i);
+                ingest_item(&format!("l{i}"), "dpl_a", 1.0, vec![a])
+            })
+            .collect();
+        let taken = s.ingest(&batch, T0, MIN).await.unwrap();
+        assert!(taken.iter().all(|t| *t));
+        // One delivery carrying 1,500 alerts.
+        let many = (0..1_500)
+            .map(|i| alert(&format!("m{i:04}"), true, 5_000))
+            .collect();
+        let one = ingest_item("many", "dpl_b", 1.0, many);
+        assert_eq!(s.ingest(&[one], T0, MIN).await.unwrap(), [true]);
+        let long = s.get_doc("alert", "long").await.unwrap().unwrap();
+        assert_eq!(long.status, "firing");
+        assert_eq!(
+            (
+                long.body["first_seen"].as_i64(),
+                long.body["last_seen"].as_i64()
+            ),
+            (Some(101), Some(2_500))
+        );
+        let filter = DocFilter {
+            scope: Some("production".into()),
+            status: Some("firing".into()),
+        };
+        let firing = s.list_docs("alert", &filter, 2_000).await.unwrap();
+        let ids: BTreeSet<&str> = firing.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids.len(), 1_501);
+        assert!(ids.contains("long") && ids.contains("m0000") && ids.contains("m1499"));
+    }
+
     pub async fn expired_claims_are_pruned_in_bounded_steps(t: &TestStore) {
         let s = &t.store;
         // Five claims that expire after a minute, one that lasts a day.
@@ -1059,6 +1099,7 @@ contract!(
     concurrent_rollup_increments_are_not_lost,
     ingest_records_batches_and_counts_each_delivery_once,
     ingested_alerts_keep_first_seen_while_firing_in_and_across_batches,
+    long_runs_of_alert_writes_leave_the_states_of_their_writes,
     expired_claims_are_pruned_in_bounded_steps,
 );
 
