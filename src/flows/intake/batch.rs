@@ -29,14 +29,17 @@
 //! the database's log no longer shows a claim conflict per copy; Redis,
 //! whose script answered copies cheaply already, stayed at about 41k.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use tokio::sync::{mpsc, oneshot};
 
-use super::recent::{Claims, Recent, KEPT};
+use super::recent::{Recent, KEPT};
 use crate::core::clock::{Clock, Timestamp};
 use crate::store::{Ingest, Store, StoreError, StoreResult};
 
@@ -187,7 +190,8 @@ async fn run(
     let mut in_flight = tokio::task::JoinSet::new();
     let mut known = Known {
         recent: Recent::with_capacity(KEPT),
-        flying: Claims::default(),
+        flying: HashMap::default(),
+        hasher: RandomState::default(),
         held: Vec::new(),
     };
     let mut open = true;
@@ -196,16 +200,16 @@ async fn run(
             && (in_flight.is_empty() || (in_flight.len() < WRITERS && queued.len() >= MIN_OVERLAP));
         if start {
             let jobs = std::mem::replace(&mut queued, Vec::with_capacity(MAX_BATCH));
-            let keys: Vec<(String, String)> = jobs
+            let keys: Vec<u64> = jobs
                 .iter()
-                .map(|j| (j.item.scope.clone(), j.item.key.clone()))
+                .map(|j| known.hash(&j.item.scope, &j.item.key))
                 .collect();
             let (sink, counters) = (Arc::clone(&sink), Arc::clone(&counters));
             let id = in_flight
                 .spawn(write(jobs, sink, counters, clock.now(), ttl))
                 .id();
-            for (scope, key) in keys {
-                known.flying.insert(scope, key, id);
+            for h in keys {
+                known.flying.insert(h, id);
             }
             continue;
         }
@@ -227,7 +231,7 @@ async fn run(
                     Ok((id, done)) => (id, Some(done)),
                     Err(e) => (e.id(), None),
                 };
-                known.flying.retain(|batch| *batch != id);
+                known.flying.retain(|_, batch| *batch != id);
                 if let Some(done) = done {
                     known.record(done);
                 }
@@ -242,13 +246,22 @@ async fn run(
 struct Known {
     /// Claims this instance recorded, until they end.
     recent: Recent,
-    /// Claims in a batch in flight, by the batch's task.
-    flying: Claims<tokio::task::Id>,
+    /// Claims in a batch in flight, by a hash of the claim ([`Self::hash`]),
+    /// with the batch's task. A hash is enough: a delivery whose hash
+    /// matches is only held back until that batch ends, and then sorted
+    /// again, against the claims `recent` knows exactly; a collision delays
+    /// it by one batch and changes no answer.
+    flying: HashMap<u64, tokio::task::Id, RandomState>,
+    hasher: RandomState,
     /// Copies of a delivery in flight, waiting for its batch to end.
     held: Vec<Job>,
 }
 
 impl Known {
+    fn hash(&self, scope: &str, key: &str) -> u64 {
+        self.hasher.hash_one((scope, key))
+    }
+
     /// Answers the jobs of `queued[from..]` whose claim this instance holds
     /// (duplicates) and holds back those whose claim is in flight; the rest
     /// keep their order (a batch folds an alert's states in arrival order).
@@ -261,7 +274,7 @@ impl Known {
             let (scope, key) = (&job.item.scope, &job.item.key);
             if self.recent.holds(scope, key, now) {
                 let _ = job.reply.send(Ok(false));
-            } else if self.flying.get(scope, key).is_some() {
+            } else if self.flying.contains_key(&self.hash(scope, key)) {
                 self.held.push(job);
             } else {
                 queued.push(job);

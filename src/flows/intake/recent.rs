@@ -1,6 +1,6 @@
 //! What the intake batcher knows about claims without asking the store:
-//! which deliveries it recorded lately ([`Recent`]) and which are in a
-//! batch still in flight ([`Claims`]). Both replicas of an Alertmanager HA
+//! which deliveries it recorded lately ([`Recent`]; which are in a batch
+//! still in flight, the batcher keeps by hash). Both replicas of an Alertmanager HA
 //! pair send every notification, milliseconds apart: the second copy is
 //! answered from here, exactly as the store would answer it, instead of
 //! costing a store call (on Postgres, a one-statement batch that waits for
@@ -9,41 +9,39 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use foldhash::fast::RandomState;
+
 use crate::core::clock::Timestamp;
 
+/// Claims are looked up several times per delivery: hashed with foldhash
+/// (seeded per map) rather than SipHash.
+type Map<K, V> = HashMap<K, V, RandomState>;
+
 /// A value per claim (scope, key), looked up without allocating.
-pub struct Claims<V>(HashMap<String, HashMap<String, V>>);
+struct Claims<V>(Map<String, Map<String, V>>);
 
 impl<V> Default for Claims<V> {
     fn default() -> Self {
-        Self(HashMap::new())
+        Self(Map::default())
     }
 }
 
 impl<V> Claims<V> {
-    pub fn get(&self, scope: &str, key: &str) -> Option<&V> {
+    fn get(&self, scope: &str, key: &str) -> Option<&V> {
         self.0.get(scope)?.get(key)
     }
 
-    pub fn insert(&mut self, scope: String, key: String, v: V) {
+    fn insert(&mut self, scope: String, key: String, v: V) {
         self.0.entry(scope).or_default().insert(key, v);
     }
 
-    pub fn remove(&mut self, scope: &str, key: &str) -> Option<V> {
+    fn remove(&mut self, scope: &str, key: &str) -> Option<V> {
         let keys = self.0.get_mut(scope)?;
         let v = keys.remove(key);
         if keys.is_empty() {
             self.0.remove(scope);
         }
         v
-    }
-
-    /// Keeps the claims for which `keep` holds.
-    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        for keys in self.0.values_mut() {
-            keys.retain(|_, v| keep(v));
-        }
-        self.0.retain(|_, keys| !keys.is_empty());
     }
 }
 
@@ -128,18 +126,20 @@ mod tests {
         r.insert("s".into(), "d".into(), at(100));
         assert!(!r.holds("s", "b", at(50)));
         assert!(r.holds("s", "c", at(50)) && r.holds("s", "d", at(50)));
-        assert_eq!(r.until.0.values().map(HashMap::len).sum::<usize>(), 3);
+        assert_eq!(r.until.0.values().map(Map::len).sum::<usize>(), 3);
     }
 
     #[test]
-    fn claims_are_removed_and_retained_by_value() {
+    fn claims_are_removed_by_scope_and_key() {
         let mut c: Claims<u8> = Claims::default();
         c.insert("s".into(), "a".into(), 1);
         c.insert("s".into(), "b".into(), 2);
         c.insert("t".into(), "a".into(), 1);
         assert_eq!(c.remove("s", "b"), Some(2));
         assert_eq!(c.remove("s", "b"), None);
-        c.retain(|v| *v != 1);
-        assert!(c.0.is_empty());
+        assert_eq!(c.get("s", "a"), Some(&1));
+        assert_eq!(c.remove("s", "a"), Some(1));
+        // An emptied scope leaves the map.
+        assert_eq!(c.0.len(), 1);
     }
 }
