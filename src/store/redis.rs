@@ -861,7 +861,7 @@ impl Store for RedisStore {
             }
             for w in &item.alerts {
                 let status = if w.firing { "firing" } else { "resolved" };
-                let body = w.body.to_string();
+                let body = serde_json::to_string(&w.body).map_err(|e| corrupt("alert body", e))?;
                 let fresh = new_alert_doc(w, status, &updated, &body)?;
                 script
                     .arg(&w.id)

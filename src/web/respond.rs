@@ -14,8 +14,19 @@ pub type Request = http::Request<Bytes>;
 pub type Response = http::Response<Bytes>;
 
 /// A JSON response with `Cache-Control: no-store` (guard answers are never cacheable).
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut res = http::Response::new(Bytes::from(body.to_string()));
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    // A value that cannot be JSON (a map with non-string keys) is a bug
+    // here, not the client's: answer 500 rather than panic.
+    let (status, bytes) = match serde_json::to_vec(body) {
+        Ok(bytes) => (status, Bytes::from(bytes)),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from_static(
+                br#"{"code":"unserializable","detail":"the answer could not be written as JSON"}"#,
+            ),
+        ),
+    };
+    let mut res = http::Response::new(bytes);
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(
@@ -89,4 +100,24 @@ pub fn query(req: &Request, key: &str) -> Option<String> {
     url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_cannot_be_json_is_a_500_with_a_code_not_a_panic() {
+        // JSON object keys must be strings.
+        let odd: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let res = json_response(StatusCode::OK, &odd);
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+        assert_eq!(body["code"], "unserializable");
+        let ok = json_response(StatusCode::ACCEPTED, &serde_json::json!({"a": 1}));
+        assert_eq!(
+            (ok.status(), ok.body().as_ref()),
+            (StatusCode::ACCEPTED, &br#"{"a":1}"#[..])
+        );
+    }
 }
