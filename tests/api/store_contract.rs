@@ -1463,6 +1463,70 @@ async fn a_postgres_alert_log_longer_than_a_fold_chunk_folds_in_order() {
     assert_eq!(left, 0);
 }
 
+/// A Postgres alert log longer than one read's bound can fold (here
+/// 400,000 writes of 200,000 alerts, twenty chunks, against a 3 s bound)
+/// fails that read with `Unavailable` (a 503) but keeps the chunks it
+/// folded: every failed read leaves less to fold, and one finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_read_that_cannot_fold_the_whole_log_in_time_keeps_what_it_folded() {
+    let (t, url, schema) = postgres_store().await;
+    let admin = session(&url).await;
+    let rows = 400_000_i64;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".alert_log
+               (id, scope, status, inherit, first_seen, last_seen, updated_at, body)
+             SELECT 'a' || (i % 200000), 'production', 'firing', true, i, i,
+                    to_timestamp(1764000000 + i), '{{}}'
+             FROM generate_series(1, {rows}) AS i"
+        ))
+        .await
+        .unwrap();
+    let left = || async {
+        admin
+            .query_one(&format!("SELECT count(*) FROM \"{schema}\".alert_log"), &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let bounded = rollback_guard::store::connect_with(
+        &t.config,
+        rollback_guard::store::StoreTimeouts {
+            connect: std::time::Duration::from_secs(5),
+            operation: std::time::Duration::from_secs(3),
+        },
+    )
+    .await
+    .unwrap();
+    let (mut before, mut failed) = (rows, 0);
+    let a1 = loop {
+        match bounded.get_doc("alert", "a1").await {
+            Ok(doc) => break doc.unwrap(),
+            Err(rollback_guard::store::StoreError::Unavailable(_)) => {
+                let now = left().await;
+                assert!(
+                    now < before,
+                    "a failed read kept what it folded: {now} of {rows}"
+                );
+                (before, failed) = (now, failed + 1);
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert!(
+        failed > 0,
+        "folding 400,000 writes took longer than one 3 s read"
+    );
+    assert_eq!(left().await, 0);
+    assert_eq!(
+        (
+            a1.body["first_seen"].as_i64(),
+            a1.body["last_seen"].as_i64()
+        ),
+        (Some(1), Some(200_001))
+    );
+}
+
 /// Alert state `a1` and incident `i1`, both production/open, for the
 /// upgrade tests.
 async fn put_an_alert_and_an_incident(store: &dyn rollback_guard::store::Store) {
