@@ -13,9 +13,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    merge_values, ttl_millis, AlertWrite, Deployment, DeploymentState, Doc, DocFilter, DocWrite,
-    Ingest, Migration, RollupAdd, RollupRow, Store, StoreError, StoreResult, ALERT_KIND,
-    MAX_CAS_ATTEMPTS,
+    merge_values, ttl_millis, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Ingest,
+    Migration, RollupAdd, RollupRow, Store, StoreError, StoreResult, ALERT_KIND, MAX_CAS_ATTEMPTS,
 };
 use crate::core::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::core::clock::Timestamp;
@@ -152,24 +151,18 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Applies one logged alert write (its seven fields, see INGEST) to the alert
-/// state at `dk`, indexed as PUT_DOC indexes a slim kind. A new alert is
-/// one `SET NX` of its stored form, built by the guard; only a known alert
-/// is read first. An alert keeps the stored `first_seen` while the stored
-/// state is firing. The body arrives as JSON text without
-/// `first_seen`/`last_seen`, and is extended as text (never re-encoded, so
-/// it round-trips exactly).
+/// Applies one logged alert write (its six fields, see INGEST) to the alert
+/// state at `dk`, indexed as PUT_DOC indexes a slim kind. An alert keeps the
+/// stored `first_seen` while the stored state is firing. The body arrives
+/// as JSON text without `first_seen`/`last_seen`, and is extended as text
+/// (never re-encoded, so it round-trips exactly).
 const ALERT_LUA: &str = r#"
 local function alert_body(first, at, body)
   local head = '{"first_seen":' .. first .. ',"last_seen":' .. at
   if body == '{}' then return head .. '}' end
   return head .. ',' .. string.sub(body, 2)
 end
-local function apply_alert(dk, p, id, scope, status, updated, at, body, fresh)
-  if redis.call('SET', dk, fresh, 'NX') then
-    index_doc(p, id, scope, status, updated, true)
-    return
-  end
+local function apply_alert(dk, p, id, scope, status, updated, at, body)
   local cur = redis.call('GET', dk)
   local version = 1
   local first = at
@@ -196,8 +189,8 @@ end
 /// the rollup retention, `ARGV[5]` the alert log's key, `ARGV[6]` the
 /// number of deliveries. Each delivery then brings its counts (minutes,
 /// alerts), its claim key, and for each minute a hash and index key with its
-/// counters, for each alert its seven alert log fields: id, scope, status,
-/// updated, at, body, and its stored form as a new document (ALERT_LUA).
+/// counters, for each alert its six alert log fields: id, scope, status,
+/// updated, at and body (ALERT_LUA).
 /// A delivery claims its key as CLAIM does and, only if claimed, adds its
 /// counters (as ADD_ROLLUP does) and appends its alert writes to the alert
 /// log, which FOLD_ALERTS applies to the alert states before they are read
@@ -246,15 +239,15 @@ for d = 1, tonumber(ARGV[6]) do
   end
   if take then
     for j = 0, alerts - 1 do
-      for f = 0, 6 do logged[#logged + 1] = ARGV[a + 7 * j + f] end
+      for f = 0, 5 do logged[#logged + 1] = ARGV[a + 6 * j + f] end
       -- One RPUSH for many writes, within Lua's limit on unpacked values.
-      if #logged >= 700 then
+      if #logged >= 600 then
         redis.call('RPUSH', log, unpack(logged))
         logged = {}
       end
     end
   end
-  a = a + 7 * alerts
+  a = a + 6 * alerts
 end
 if #logged > 0 then redis.call('RPUSH', log, unpack(logged)) end
 return out
@@ -267,13 +260,13 @@ const FOLD_ALERTS: &str = r"
 local log, p, dp = ARGV[1], ARGV[2], ARGV[3]
 local n = redis.call('LLEN', log)
 if n == 0 then return 0 end
-local take = math.min(n, 7 * tonumber(ARGV[4]))
+local take = math.min(n, 6 * tonumber(ARGV[4]))
 local e = redis.call('LRANGE', log, 0, take - 1)
 redis.call('LTRIM', log, take, -1)
-for i = 1, take - 6, 7 do
-  apply_alert(dp .. e[i], p, e[i], e[i + 1], e[i + 2], e[i + 3], e[i + 4], e[i + 5], e[i + 6])
+for i = 1, take - 5, 6 do
+  apply_alert(dp .. e[i], p, e[i], e[i + 1], e[i + 2], e[i + 3], e[i + 4], e[i + 5])
 end
-return (n - take) / 7
+return (n - take) / 6
 ";
 
 /// Alert writes applied per FOLD_ALERTS call: a script blocks Redis while
@@ -284,9 +277,9 @@ const FOLD_CHUNK: usize = 500;
 /// How long Redis keeps rollups (evaluation looks back at most a few hours).
 const ROLLUP_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// A document's stored form (what DOC_LUA's `write_doc` encodes), read and,
-/// for a new alert state, written by the guard.
-#[derive(Serialize, Deserialize)]
+/// A document's stored form (what DOC_LUA's `write_doc` encodes), as the
+/// guard reads it.
+#[derive(Deserialize)]
 struct DocJson<'a> {
     version: i64,
     #[serde(borrow)]
@@ -528,25 +521,6 @@ impl RedisStore {
             cursor = next;
         }
     }
-}
-
-/// The stored form of `w` as a new document (version 1, first seen now),
-/// as ALERT_LUA's `write_doc` would write it: built here, so folding a new
-/// alert costs one `SET NX` and no encoding. `body` is `w.body` as JSON text.
-fn new_alert_doc(w: &AlertWrite, status: &str, updated: &str, body: &str) -> StoreResult<String> {
-    let seen = format!("{{\"first_seen\":{at},\"last_seen\":{at}", at = w.at);
-    let full = match body.strip_prefix('{') {
-        Some("}") | None => format!("{seen}}}"),
-        Some(rest) => format!("{seen},{rest}"),
-    };
-    serde_json::to_string(&DocJson {
-        version: 1,
-        scope: Cow::Borrowed(&w.environment),
-        status: Cow::Borrowed(status),
-        updated_at: Cow::Borrowed(updated),
-        body: Cow::Owned(full),
-    })
-    .map_err(|e| corrupt("alert state", e))
 }
 
 /// Kinds listed by the `all` and scope-and-status indexes only ([`DOC_LUA`]):
@@ -863,15 +837,13 @@ impl Store for RedisStore {
             for w in &item.alerts {
                 let status = if w.firing { "firing" } else { "resolved" };
                 let body = serde_json::to_string(&w.body).map_err(|e| corrupt("alert body", e))?;
-                let fresh = new_alert_doc(w, status, &updated, &body)?;
                 script
                     .arg(&w.id)
                     .arg(&w.environment)
                     .arg(status)
                     .arg(&updated)
                     .arg(w.at.to_string())
-                    .arg(body)
-                    .arg(fresh);
+                    .arg(body);
             }
         }
         let mut conn = self.conn.clone();
@@ -1143,33 +1115,5 @@ mod tests {
     fn a_prefix_is_matched_literally_in_scan_patterns() {
         assert_eq!(glob_escape("rg:app"), "rg:app");
         assert_eq!(glob_escape(r"a*b?[c]\"), r"a\*b\?\[c\]\\");
-    }
-
-    #[test]
-    fn a_new_alert_state_is_stored_as_the_script_would_store_it() {
-        let w = AlertWrite {
-            id: "alertmanager:f1".into(),
-            environment: "production".into(),
-            firing: true,
-            at: 5_000,
-            body: serde_json::json!({"name": "A \"quoted\" ü", "detail": {"labels": []}}),
-        };
-        let stored = new_alert_doc(&w, "firing", "7000", &w.body.to_string()).unwrap();
-        let doc = doc_from_json(ALERT_KIND, &w.id, &stored).unwrap();
-        assert_eq!(
-            (doc.version, doc.scope.as_str(), doc.status.as_str()),
-            (1, "production", "firing")
-        );
-        assert_eq!(doc.updated_at.as_millis(), 7_000);
-        assert_eq!(doc.body["first_seen"], 5_000);
-        assert_eq!(doc.body["last_seen"], 5_000);
-        assert_eq!(doc.body["name"], w.body["name"]);
-        assert_eq!(doc.body["detail"], w.body["detail"]);
-        let empty = new_alert_doc(&w, "firing", "7000", "{}").unwrap();
-        let doc = doc_from_json(ALERT_KIND, &w.id, &empty).unwrap();
-        assert_eq!(
-            doc.body,
-            serde_json::json!({"first_seen": 5_000, "last_seen": 5_000})
-        );
     }
 }
