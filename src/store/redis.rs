@@ -270,7 +270,7 @@ return (n - take) / 6
 ";
 
 /// Alert writes applied per FOLD_ALERTS call: a script blocks Redis while
-/// it runs, so a backlog is folded in steps (500 new alerts took about 4 ms
+/// it runs, so a backlog is folded in steps (500 new alerts take about 5 ms
 /// on the 2-core benchmark machine; a write of a known alert costs more).
 const FOLD_CHUNK: usize = 500;
 
@@ -401,7 +401,7 @@ impl RedisStore {
     /// one call. Intake appends alert writes instead of applying them:
     /// measured side by side (`cargo bench --bench guard`), Redis's CPU per
     /// delivered alert at intake went from 16-22 µs to 10-12 µs, and the
-    /// fold costs about 7 µs per new alert later. Reading and writing
+    /// fold costs about 9-10 µs per new alert later. Reading and writing
     /// alert states folds first, and so does the claims-pruning cron, so
     /// the log stays short where nothing reads alert states.
     async fn fold_alert_log(&self) -> StoreResult<()> {
