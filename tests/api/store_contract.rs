@@ -1020,6 +1020,62 @@ mod cases {
         assert!(ids.contains("long") && ids.contains("m0000") && ids.contains("m1499"));
     }
 
+    /// Intake from several instances while others read alert states (each
+    /// read folds the alert log where a backend keeps one): no batch and no
+    /// read fails, and every alert ends in the state its last write left.
+    /// Each writer writes its own alerts, one batch after another, so the
+    /// last write of each alert is known.
+    pub async fn alert_states_read_during_intake_end_as_their_writes_left_them(t: &TestStore) {
+        const WRITERS: usize = 3;
+        const BATCHES: i64 = 40;
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let s = t.reopen().await;
+            tasks.push(tokio::spawn(async move {
+                for b in 1..=BATCHES {
+                    let batch: Vec<_> = (0..5)
+                        .map(|a| {
+                            let id = format!("w{w}-a{a}");
+                            let write = alert(&id, b != 7, b * 10);
+                            ingest_item(&format!("w{w}-b{b}-a{a}"), "dpl_a", 1.0, vec![write])
+                        })
+                        .collect();
+                    s.ingest(&batch, T0, MIN).await.unwrap();
+                }
+            }));
+        }
+        for r in 0..2 {
+            let s = t.reopen().await;
+            tasks.push(tokio::spawn(async move {
+                for i in 0..30 {
+                    if (i + r) % 2 == 0 {
+                        s.list_docs("alert", &DocFilter::default(), 100)
+                            .await
+                            .unwrap();
+                    } else {
+                        s.get_doc("alert", "w0-a0").await.unwrap();
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for w in 0..WRITERS {
+            for a in 0..5 {
+                let id = format!("w{w}-a{a}");
+                let d = t.store.get_doc("alert", &id).await.unwrap().unwrap();
+                assert_eq!(d.status, "firing", "{id}");
+                // Resolved at the 7th write, firing again from the 8th.
+                assert_eq!(
+                    (d.body["first_seen"].as_i64(), d.body["last_seen"].as_i64()),
+                    (Some(80), Some(BATCHES * 10)),
+                    "{id}"
+                );
+            }
+        }
+    }
+
     pub async fn expired_claims_are_pruned_in_bounded_steps(t: &TestStore) {
         let s = &t.store;
         // Five claims that expire after a minute, one that lasts a day.
@@ -1100,6 +1156,7 @@ contract!(
     ingest_records_batches_and_counts_each_delivery_once,
     ingested_alerts_keep_first_seen_while_firing_in_and_across_batches,
     long_runs_of_alert_writes_leave_the_states_of_their_writes,
+    alert_states_read_during_intake_end_as_their_writes_left_them,
     expired_claims_are_pruned_in_bounded_steps,
 );
 

@@ -15,9 +15,12 @@
 //! oldest [`FOLD_CHUNK`] rows, composes each alert's writes in `seq` order
 //! ([`FirstSeen::then`]: `first_seen` is kept while the state before a
 //! write is firing, as `AlertWrite::apply`), and upserts the result, in one
-//! transaction. Folds are serialised by an advisory lock. A write whose
-//! batch commits after a fold began is folded by the next fold: it was
-//! concurrent with the read that folded, which may be ordered before it.
+//! transaction. Folds are serialised by an advisory lock: two at once
+//! could delete each other's rows in different orders (a deadlock), or the
+//! later could apply newer writes before the earlier applies older ones. A
+//! write whose batch commits after a fold began is folded by the next fold:
+//! it was concurrent with the read that folded, which may be ordered
+//! before it.
 
 use std::collections::HashMap;
 
