@@ -23,6 +23,7 @@
 //! before it.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use tokio_postgres::Row;
 
@@ -117,48 +118,70 @@ fn upsert_states_sql() -> String {
     )
 }
 
-/// One alert's logged writes, composed.
-struct Folded {
+/// One logged write's fields, as the upsert takes them.
+struct Logged {
     scope: String,
     status: String,
-    first: FirstSeen,
     last_seen: i64,
     updated: i64,
     body: String,
 }
 
+/// An alert's writes composed: its id, how they set `first_seen`, and
+/// the last of them.
+pub(super) struct Composed<K, T> {
+    pub id: K,
+    pub first: FirstSeen,
+    pub last: T,
+}
+
+/// Composes writes, in the order given, into one per alert (by `id`): the
+/// last write, with `first_seen` as all of them set it ([`FirstSeen::then`];
+/// `firing` says whether a write leaves the alert firing). Alerts keep the
+/// order of their first write. Intake composes a batch's writes with it,
+/// and the fold the logged writes of many batches.
+pub(super) fn compose<K: Hash + Eq + Clone, T>(
+    writes: impl IntoIterator<Item = (K, FirstSeen, T)>,
+    firing: impl Fn(&T) -> bool,
+) -> Vec<Composed<K, T>> {
+    let mut at: HashMap<K, usize> = HashMap::new();
+    let mut out: Vec<Composed<K, T>> = Vec::new();
+    for (id, first, last) in writes {
+        match at.get(&id) {
+            Some(&i) => {
+                let acc = &mut out[i];
+                acc.first = acc.first.then(firing(&acc.last), first);
+                acc.last = last;
+            }
+            None => {
+                at.insert(id.clone(), out.len());
+                out.push(Composed { id, first, last });
+            }
+        }
+    }
+    out
+}
+
 /// Composes log rows (any order) into one state per alert, by `seq`.
-fn fold(mut rows: Vec<Row>) -> Vec<(String, Folded)> {
+fn fold(mut rows: Vec<Row>) -> Vec<Composed<String, Logged>> {
     rows.sort_unstable_by_key(|r| r.get::<_, i64>("seq"));
-    let mut at: HashMap<String, usize> = HashMap::new();
-    let mut out: Vec<(String, Folded)> = Vec::new();
-    for r in rows {
-        let next = Folded {
+    let writes = rows.into_iter().map(|r| {
+        let first = FirstSeen {
+            inherit: r.get("inherit"),
+            at: r.get("first_seen"),
+        };
+        let logged = Logged {
             scope: r.get("scope"),
             status: r.get("status"),
-            first: FirstSeen {
-                inherit: r.get("inherit"),
-                at: r.get("first_seen"),
-            },
             last_seen: r.get("last_seen"),
             updated: r.get("updated_ms"),
             body: r.get("body"),
         };
-        let id: String = r.get("id");
-        match at.get(&id) {
-            Some(&i) => {
-                let acc = &mut out[i].1;
-                let first = acc.first.then(acc.status == "firing", next.first);
-                *acc = Folded { first, ..next };
-            }
-            None => {
-                at.insert(id.clone(), out.len());
-                out.push((id, next));
-            }
-        }
-    }
+        (r.get::<_, String>("id"), first, logged)
+    });
+    let mut out = compose(writes, |l| l.status == "firing");
     // Rows are locked in one order (by id) in every fold.
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     out
 }
 
@@ -185,15 +208,15 @@ impl PostgresStore {
             let folded = fold(rows);
             if !folded.is_empty() {
                 let mut cols: Columns = Default::default();
-                for (id, f) in &folded {
-                    cols.0.push(id);
-                    cols.1.push(&f.scope);
-                    cols.2.push(&f.status);
-                    cols.3.push(f.first.inherit);
-                    cols.4.push(f.first.at);
-                    cols.5.push(f.last_seen);
-                    cols.6.push(f.updated);
-                    cols.7.push(&f.body);
+                for c in &folded {
+                    cols.0.push(&c.id);
+                    cols.1.push(&c.last.scope);
+                    cols.2.push(&c.last.status);
+                    cols.3.push(c.first.inherit);
+                    cols.4.push(c.first.at);
+                    cols.5.push(c.last.last_seen);
+                    cols.6.push(c.last.updated);
+                    cols.7.push(&c.last.body);
                 }
                 let lock = tx.prepare_cached(&sql.lock_states).await.map_err(pg_err)?;
                 tx.execute(&lock, &[&cols.0]).await.map_err(pg_err)?;
