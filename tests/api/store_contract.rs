@@ -1618,12 +1618,15 @@ async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
             "DROP INDEX \"{schema}\".docs_listing;
              CREATE INDEX docs_listing ON \"{schema}\".docs (kind, scope, status, updated_at DESC, id DESC);
              DROP TABLE \"{schema}\".alert_log;
+             ALTER TABLE \"{schema}\".once_claims
+                 ALTER COLUMN scope TYPE text COLLATE \"default\",
+                 ALTER COLUMN key TYPE text COLLATE \"default\";
              DELETE FROM \"{schema}\".schema_migrations WHERE version > 3;"
         ))
         .await
         .unwrap();
     let m = t.store.migrate().await.unwrap();
-    assert_eq!((m.from, m.to), (3, 5));
+    assert_eq!((m.from, m.to), (3, 6));
     let predicate: String = admin
         .query_one(
             "SELECT pg_get_expr(indpred, indrelid) FROM pg_index
@@ -1643,6 +1646,96 @@ async fn a_postgres_store_at_version_3_upgrades_its_listing_index_in_place() {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, id);
     }
+}
+
+/// A Postgres store at schema version 5 (claims compared by the database's
+/// collation, logged bodies as `json`) upgrades to 6 in place: a held claim
+/// stays held, an expired one is taken again, a write logged before the
+/// upgrade folds as before, and the columns are bytewise text and text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_at_version_5_keeps_its_claims_and_alert_log_through_the_upgrade() {
+    use rollback_guard::core::clock::Timestamp;
+    let (t, url, schema) = postgres_store().await;
+    let admin = session(&url).await;
+    let now = Timestamp::from_millis(1_764_000_000_000);
+    let day = std::time::Duration::from_secs(86_400);
+    let s = t.store.as_ref();
+    assert!(s
+        .claim_once("intake:alertmanager", "sha256:held", now, day)
+        .await
+        .unwrap());
+    let expired = Timestamp::from_millis(now.as_millis() - 2 * 86_400_000);
+    assert!(s
+        .claim_once("intake:alertmanager", "sha256:old", expired, day)
+        .await
+        .unwrap());
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".once_claims
+                 ALTER COLUMN scope TYPE text COLLATE \"default\",
+                 ALTER COLUMN key TYPE text COLLATE \"default\";
+             ALTER TABLE \"{schema}\".alert_log ALTER COLUMN body TYPE json USING body::json;
+             DELETE FROM \"{schema}\".schema_migrations WHERE version > 5;
+             INSERT INTO \"{schema}\".alert_log
+               (id, scope, status, inherit, first_seen, last_seen, updated_at, body)
+             VALUES ('logged', 'production', 'firing', true, 7, 9, to_timestamp(1764000000),
+                     '{{\"name\": \"before the upgrade\"}}'::json);"
+        ))
+        .await
+        .unwrap();
+    let m = s.migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (5, 6));
+    let columns: Vec<(String, String, Option<String>)> = admin
+        .query(
+            "SELECT c.relname::text, a.attname::text, co.collname::text
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_collation co ON co.oid = a.attcollation
+             WHERE n.nspname = $1 AND a.attnum > 0
+               AND (c.relname, a.attname) IN (('once_claims', 'scope'), ('once_claims', 'key'))
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let c = |col: &str| {
+        (
+            "once_claims".to_string(),
+            col.to_string(),
+            Some("C".to_string()),
+        )
+    };
+    assert_eq!(columns, vec![c("key"), c("scope")]);
+    let body_type: String = admin
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attname = 'body'",
+            &[&format!("\"{schema}\".alert_log")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body_type, "text");
+    assert!(!s
+        .claim_once("intake:alertmanager", "sha256:held", now, day)
+        .await
+        .unwrap());
+    assert!(s
+        .claim_once("intake:alertmanager", "sha256:old", now, day)
+        .await
+        .unwrap());
+    let logged = s.get_doc("alert", "logged").await.unwrap().unwrap();
+    assert_eq!(logged.body["name"], "before the upgrade");
+    assert_eq!(
+        (
+            logged.body["first_seen"].as_i64(),
+            logged.body["last_seen"].as_i64()
+        ),
+        (Some(7), Some(9))
+    );
 }
 
 /// A Redis store at schema version 2 (alert states in all four listing

@@ -1,6 +1,7 @@
 //! Alert states on Postgres are written in two steps: intake appends each
-//! batch's alert writes to `alert_log` (a plain insert: no index, no
-//! `jsonb` parse, no row of `docs` locked), and the writes are folded into
+//! batch's alert writes to `alert_log` (a plain insert: no index, bodies
+//! kept as the guard wrote them, as text, and no row of `docs` locked),
+//! and the writes are folded into
 //! the alert states in `docs` before alert states are read or written
 //! ([`PostgresStore::fold_alert_log`]), and by the claims-pruning cron.
 //!
@@ -81,7 +82,7 @@ impl Statements {
                 "DELETE FROM {{s}}.alert_log WHERE seq IN (
                    SELECT seq FROM {{s}}.alert_log ORDER BY seq LIMIT {FOLD_CHUNK})
                  RETURNING seq, id, scope, status, inherit, first_seen, last_seen,
-                           {} AS updated_ms, body::text AS body",
+                           {} AS updated_ms, body",
                 ms("updated_at")
             )),
             lock_states: s(&format!(

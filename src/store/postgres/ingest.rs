@@ -280,7 +280,7 @@ fn add_rollups_sql(p: usize) -> String {
 
 /// Appends folded alert writes to the alert log (from `$p`: ids, scopes,
 /// statuses, whether `first_seen` is inherited from the state before,
-/// first_seen, last_seen, bodies; `$now`: the time in ms, the states'
+/// first_seen, last_seen, bodies as JSON text; `$now`: the time in ms, the states'
 /// `updated_at`). See [`super::alert_log`].
 fn append_alerts_sql(p: usize, now: usize) -> String {
     format!(
@@ -288,7 +288,7 @@ fn append_alerts_sql(p: usize, now: usize) -> String {
            (id, scope, status, inherit, first_seen, last_seen, updated_at, body)
          SELECT t.id, t.scope, t.status, t.inherit, t.first_seen, t.last_seen, {}, t.body
          FROM unnest(${}::text[], ${}::text[], ${}::text[], ${}::bool[], ${}::int8[], ${}::int8[],
-                     ${}::json[])
+                     ${}::text[])
               AS t(id, scope, status, inherit, first_seen, last_seen, body)",
         ts(now),
         p,
@@ -309,7 +309,7 @@ type AlertColumns<'a> = (
     Vec<bool>,
     Vec<i64>,
     Vec<i64>,
-    Vec<&'a serde_json::Value>,
+    Vec<String>,
 );
 
 /// What the recorded deliveries write, as parameter columns: every counter
@@ -352,7 +352,7 @@ impl<'a> Writes<'a> {
             alerts.3.push(f.first.inherit);
             alerts.4.push(f.first.at);
             alerts.5.push(f.last.at);
-            alerts.6.push(&f.last.body);
+            alerts.6.push(f.last.body.to_string());
         }
         Self { counters, alerts }
     }

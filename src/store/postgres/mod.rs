@@ -108,6 +108,19 @@ CREATE TABLE {s}.alert_log (
     body       json NOT NULL
 );
 "#,
+    // Intake's two per-delivery costs in Postgres, measured with pgbench
+    // (32 clients, batches of 12 new claims into 100,000): claims compared
+    // bytewise instead of by the database's collation (which copies both
+    // strings for `strcoll` at every step of an index descent) took
+    // 10-25% more batches a second; nothing reads claims in order. Logged
+    // bodies are JSON the guard wrote itself, parsed when folded: stored
+    // as text, a batch no longer validates each one as `json` on arrival.
+    r#"
+ALTER TABLE {s}.once_claims
+    ALTER COLUMN scope TYPE text COLLATE "C",
+    ALTER COLUMN key TYPE text COLLATE "C";
+ALTER TABLE {s}.alert_log ALTER COLUMN body TYPE text;
+"#,
 ];
 
 /// Parameter `$n` (milliseconds) as a timestamptz inside SQL.
