@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -43,8 +43,10 @@ pub async fn serve(
                         Ok::<_, Infallible>(res.map(Full::new))
                     }
                 });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                // HTTP/1.1 only: browsers, senders and Vercel's proxy speak
+                // it to a local server, and the protocol sniffing of an
+                // HTTP/1-or-2 connection cost every request.
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
