@@ -1,38 +1,121 @@
 //! Prometheus Alertmanager webhook (`version: "4"`) and Grafana's
 //! Alertmanager-style payload. One signal per alert, keyed by its fingerprint.
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
-use super::time_or;
 use crate::core::clock::Timestamp;
 use crate::flows::intake::signal::{AlertSignal, Malformed, Signal};
 
 #[derive(Deserialize)]
-struct Payload {
-    #[serde(default)]
-    alerts: Vec<Alert>,
-    #[serde(default, rename = "groupKey")]
-    group_key: String,
+struct Payload<'a> {
+    #[serde(default, borrow)]
+    alerts: Vec<Alert<'a>>,
+    #[serde(default, rename = "groupKey", borrow)]
+    group_key: Text<'a>,
 }
 
 #[derive(Deserialize)]
-struct Alert {
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
+struct Alert<'a> {
+    #[serde(default, borrow)]
+    status: Text<'a>,
+    #[serde(default, borrow)]
+    labels: BTreeMap<Text<'a>, Text<'a>>,
+    #[serde(default, borrow)]
+    annotations: BTreeMap<Text<'a>, Text<'a>>,
     #[serde(default, rename = "startsAt")]
-    starts_at: Option<serde_json::Value>,
+    starts_at: Option<Time>,
     /// When a resolved alert ended (firing alerts carry the zero time).
     #[serde(default, rename = "endsAt")]
-    ends_at: Option<serde_json::Value>,
-    #[serde(default)]
-    fingerprint: String,
-    #[serde(default, rename = "generatorURL")]
-    generator_url: String,
+    ends_at: Option<Time>,
+    #[serde(default, borrow)]
+    fingerprint: Text<'a>,
+    #[serde(default, rename = "generatorURL", borrow)]
+    generator_url: Text<'a>,
+}
+
+/// A JSON string, borrowed from the body unless it holds escapes: a
+/// delivery is parsed without a copy of each label (Alertmanager posts
+/// every notification; this parser runs once per delivered alert).
+#[derive(Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(Cow<'a, str>);
+
+impl std::borrow::Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor).map(Text)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// A time field: an RFC 3339 string, or anything else, which is no time
+/// (senders disagree on precision and on what "no end" looks like).
+struct Time(Option<Timestamp>);
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TimeVisitor).map(Time)
+    }
+}
+
+struct TimeVisitor;
+
+impl<'de> Visitor<'de> for TimeVisitor {
+    type Value = Option<Timestamp>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a time")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Timestamp::parse_rfc3339(v))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
 }
 
 /// Parses an Alertmanager or Grafana delivery; `source` names it in signals.
@@ -41,37 +124,43 @@ pub fn parse(source: &'static str, body: &[u8], now: Timestamp) -> Result<Vec<Si
     if p.alerts.is_empty() {
         return Err(Malformed("no alerts in the payload".into()));
     }
+    let group_key = &p.group_key.0;
     p.alerts
         .into_iter()
         .map(|a| {
-            let fingerprint = if a.fingerprint.is_empty() {
+            let fingerprint = if a.fingerprint.0.is_empty() {
                 // Older senders: identity is the label set.
                 a.labels
                     .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|(k, v)| format!("{}={}", k.0, v.0))
                     .collect::<Vec<_>>()
                     .join(",")
             } else {
-                a.fingerprint
+                a.fingerprint.0.into_owned()
             };
-            let label = |keys: &[&str]| keys.iter().find_map(|k| a.labels.get(*k)).cloned();
+            let label = |keys: &[&str]| {
+                keys.iter()
+                    .find_map(|k| a.labels.get(*k))
+                    .map(|v| v.0.clone().into_owned())
+            };
+            let annotation = |k: &str| a.annotations.get(k).map(|v| &*v.0);
+            let resolved = a.status.0 == "resolved";
             Ok(Signal::Alert(AlertSignal {
                 source,
                 fingerprint,
                 name: label(&["alertname"]).unwrap_or_else(|| "unnamed alert".into()),
-                firing: a.status != "resolved",
+                firing: !resolved,
                 severity: label(&["severity"]).unwrap_or_else(|| "warning".into()),
                 environment: label(&["environment", "env"]),
                 deployment: label(&["deployment_id", "deployment"]),
-                at: if a.status == "resolved" {
-                    time_or(a.ends_at.as_ref().or(a.starts_at.as_ref()), now)
-                } else {
-                    time_or(a.starts_at.as_ref(), now)
+                at: match (resolved, a.ends_at) {
+                    (true, Some(end)) => end.0.unwrap_or(now),
+                    _ => a.starts_at.and_then(|start| start.0).unwrap_or(now),
                 },
                 detail: serde_json::json!({
-                    "summary": a.annotations.get("summary").or(a.annotations.get("description")),
-                    "group_key": p.group_key,
-                    "generator_url": a.generator_url,
+                    "summary": annotation("summary").or(annotation("description")),
+                    "group_key": group_key,
+                    "generator_url": a.generator_url.0,
                 }),
             }))
         })
@@ -102,5 +191,48 @@ mod tests {
             a.at,
             Timestamp::parse_rfc3339("2026-11-25T10:00:00Z").unwrap()
         );
+    }
+
+    #[test]
+    fn labels_with_escapes_and_times_of_any_shape_parse_as_before() {
+        let now = Timestamp::from_millis(5);
+        // Escaped strings are decoded (the owned path); the identity of an
+        // alert without a fingerprint is its sorted label set.
+        let body = br#"{"groupKey":"g\"1","alerts":[{"status":"firing",
+            "labels":{"severity":"crit\u0069cal","alertname":"Disk \"full\"","env":"staging"},
+            "annotations":{"description":"d\n2"},"startsAt":{"not":["a","time"]}}]}"#;
+        let s = parse("grafana", body, now).unwrap();
+        let Signal::Alert(a) = &s[0] else { panic!() };
+        assert_eq!(a.name, "Disk \"full\"");
+        assert_eq!(a.severity, "critical");
+        assert_eq!(a.environment.as_deref(), Some("staging"));
+        assert_eq!(
+            a.fingerprint,
+            "alertname=Disk \"full\",env=staging,severity=critical"
+        );
+        assert_eq!(a.at, now);
+        assert_eq!(a.detail["summary"], "d\n2");
+        assert_eq!(a.detail["group_key"], "g\"1");
+        // A resolution without an end is dated by its start; one whose end
+        // is not a time, by its arrival.
+        let start = "2026-11-25T10:00:00Z";
+        for (ends, want) in [
+            ("", Timestamp::parse_rfc3339(start).unwrap()),
+            (r#","endsAt":7"#, now),
+            (
+                r#","endsAt":null"#,
+                Timestamp::parse_rfc3339(start).unwrap(),
+            ),
+        ] {
+            let body = format!(
+                r#"{{"alerts":[{{"status":"resolved","labels":{{}},"startsAt":"{start}"{ends},"fingerprint":"f"}}]}}"#
+            );
+            let s = parse("alertmanager", body.as_bytes(), now).unwrap();
+            let Signal::Alert(a) = &s[0] else { panic!() };
+            assert_eq!(a.at, want, "{ends}");
+        }
+        // Labels must be strings, as before.
+        let body = br#"{"alerts":[{"labels":{"alertname":5}}]}"#;
+        assert!(parse("alertmanager", body, now).is_err());
     }
 }
