@@ -25,7 +25,7 @@ pub use postgres::PostgresStore;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    AlertWrite, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Ingest, Migration,
+    AlertWrite, Deployment, DeploymentState, Doc, DocFilter, DocWrite, Ingest, JsonText, Migration,
     RollupAdd, RollupRow, ALERT_KIND, MAX_PREFIX,
 };
 

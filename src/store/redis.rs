@@ -836,7 +836,7 @@ impl Store for RedisStore {
             }
             for w in &item.alerts {
                 let status = if w.firing { "firing" } else { "resolved" };
-                let body = serde_json::to_string(&w.body).map_err(|e| corrupt("alert body", e))?;
+                let body = w.body.as_str();
                 script
                     .arg(&w.id)
                     .arg(&w.environment)

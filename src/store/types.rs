@@ -143,7 +143,36 @@ pub struct AlertWrite {
     /// When the sender says it happened (ms).
     pub at: i64,
     /// `source`, `name`, `severity`, `deployment`, `detail`.
-    pub body: serde_json::Value,
+    pub body: JsonText,
+}
+
+/// JSON text, valid by construction: an alert write's body, written once
+/// where intake builds it and handed to the store as is (Postgres and
+/// Redis store the text; neither builds nor re-serialises a JSON value
+/// per delivered alert).
+#[derive(Clone, Debug)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// `value` written as JSON.
+    pub fn of(value: &impl serde::Serialize) -> serde_json::Result<Self> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The text parsed (valid JSON, so never the fallback `null`).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 impl AlertWrite {
@@ -153,9 +182,11 @@ impl AlertWrite {
             .filter(|d| d.status == "firing")
             .and_then(|d| d.body.get("first_seen").and_then(|v| v.as_i64()))
             .unwrap_or(self.at);
-        let mut body = self.body.clone();
-        body["first_seen"] = serde_json::json!(first_seen);
-        body["last_seen"] = serde_json::json!(self.at);
+        let mut body = self.body.to_value();
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("first_seen".into(), first_seen.into());
+            fields.insert("last_seen".into(), self.at.into());
+        }
         Doc {
             kind: ALERT_KIND.into(),
             id: self.id.clone(),

@@ -787,7 +787,10 @@ mod cases {
             environment: "production".into(),
             firing,
             at,
-            body: serde_json::json!({"source": "test", "name": id, "severity": "critical"}),
+            body: rollback_guard::store::JsonText::of(
+                &serde_json::json!({"source": "test", "name": id, "severity": "critical"}),
+            )
+            .unwrap(),
         }
     }
 
@@ -848,7 +851,10 @@ mod cases {
         // Bodies round-trip exactly (empty arrays stay arrays, floats stay floats)
         // and alert states are listed like any document.
         let mut odd = alert("z", true, 9_000);
-        odd.body["detail"] = serde_json::json!({"labels": [], "ratio": 1.5, "note": "a/b \"q\" ü"});
+        let detail = serde_json::json!({"labels": [], "ratio": 1.5, "note": "a/b \"q\" ü"});
+        let mut body = odd.body.to_value();
+        body["detail"] = detail.clone();
+        odd.body = rollback_guard::store::JsonText::of(&body).unwrap();
         s.ingest(
             &[ingest_item("d4", "dpl_c", 1.0, vec![odd.clone()])],
             T0,
@@ -857,7 +863,7 @@ mod cases {
         .await
         .unwrap();
         let z = s.get_doc("alert", "z").await.unwrap().unwrap();
-        assert_eq!(z.body["detail"], odd.body["detail"]);
+        assert_eq!(z.body["detail"], detail);
         // And again as an update of the stored state, which keeps first_seen.
         let mut again = odd.clone();
         again.at = 9_500;
@@ -865,7 +871,7 @@ mod cases {
             .await
             .unwrap();
         let z = s.get_doc("alert", "z").await.unwrap().unwrap();
-        assert_eq!(z.body["detail"], odd.body["detail"]);
+        assert_eq!(z.body["detail"], detail);
         assert_eq!(
             (z.body["first_seen"].as_i64(), z.body["last_seen"].as_i64()),
             (Some(9_000), Some(9_500))
@@ -1316,7 +1322,7 @@ async fn postgres_batches_of_either_way_lock_rows_in_one_order() {
             environment: "production".into(),
             firing: true,
             at,
-            body: serde_json::json!({"name": alert}),
+            body: rollback_guard::store::JsonText::of(&serde_json::json!({"name": alert})).unwrap(),
         });
         i
     };
@@ -1830,7 +1836,10 @@ async fn a_redis_batch_replaces_an_unreadable_alert_state_instead_of_failing_hal
         environment: "production".into(),
         firing: true,
         at: 5_000,
-        body: serde_json::json!({"source": "test", "name": id}),
+        body: rollback_guard::store::JsonText::of(
+            &serde_json::json!({"source": "test", "name": id}),
+        )
+        .unwrap(),
     };
     let item = |key: &str, id: &str| rollback_guard::store::Ingest {
         scope: "intake:test".into(),

@@ -309,7 +309,7 @@ type AlertColumns<'a> = (
     Vec<bool>,
     Vec<i64>,
     Vec<i64>,
-    Vec<String>,
+    Vec<&'a str>,
 );
 
 /// What the recorded deliveries write, as parameter columns: every counter
@@ -352,7 +352,7 @@ impl<'a> Writes<'a> {
             alerts.3.push(f.first.inherit);
             alerts.4.push(f.first.at);
             alerts.5.push(f.last.at);
-            alerts.6.push(f.last.body.to_string());
+            alerts.6.push(f.last.body.as_str());
         }
         Self { counters, alerts }
     }
