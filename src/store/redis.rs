@@ -836,14 +836,13 @@ impl Store for RedisStore {
             }
             for w in &item.alerts {
                 let status = if w.firing { "firing" } else { "resolved" };
-                let body = w.body.as_str();
                 script
                     .arg(&w.id)
                     .arg(&w.environment)
                     .arg(status)
                     .arg(&updated)
                     .arg(w.at.to_string())
-                    .arg(body);
+                    .arg(w.body.as_str());
             }
         }
         let mut conn = self.conn.clone();

@@ -1,8 +1,9 @@
 //! Prometheus Alertmanager webhook (`version: "4"`) and Grafana's
 //! Alertmanager-style payload. One signal per alert, keyed by its fingerprint.
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,11 +27,11 @@ struct Alert<'a> {
     labels: BTreeMap<Text<'a>, Text<'a>>,
     #[serde(default, borrow)]
     annotations: BTreeMap<Text<'a>, Text<'a>>,
-    #[serde(default, rename = "startsAt")]
-    starts_at: Option<Time>,
+    #[serde(default, rename = "startsAt", borrow)]
+    starts_at: Option<&'a RawValue>,
     /// When a resolved alert ended (firing alerts carry the zero time).
-    #[serde(default, rename = "endsAt")]
-    ends_at: Option<Time>,
+    #[serde(default, rename = "endsAt", borrow)]
+    ends_at: Option<&'a RawValue>,
     #[serde(default, borrow)]
     fingerprint: Text<'a>,
     #[serde(default, rename = "generatorURL", borrow)]
@@ -73,49 +74,11 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 }
 
-/// A time field: an RFC 3339 string, or anything else, which is no time
-/// (senders disagree on precision and on what "no end" looks like).
-struct Time(Option<Timestamp>);
-
-impl<'de> Deserialize<'de> for Time {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TimeVisitor).map(Time)
-    }
-}
-
-struct TimeVisitor;
-
-impl<'de> Visitor<'de> for TimeVisitor {
-    type Value = Option<Timestamp>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a time")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Timestamp::parse_rfc3339(v))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
+/// A time field's value: an RFC 3339 string, or anything else, which is
+/// no time (senders disagree on precision and on what "no end" looks like).
+fn time_of(v: &RawValue) -> Option<Timestamp> {
+    let text: Text = serde_json::from_str(v.get()).ok()?;
+    Timestamp::parse_rfc3339(&text.0)
 }
 
 /// Parses an Alertmanager or Grafana delivery; `source` names it in signals.
@@ -141,7 +104,7 @@ pub fn parse(source: &'static str, body: &[u8], now: Timestamp) -> Result<Vec<Si
             let label = |keys: &[&str]| {
                 keys.iter()
                     .find_map(|k| a.labels.get(*k))
-                    .map(|v| v.0.clone().into_owned())
+                    .map(|v| v.0.to_string())
             };
             let annotation = |k: &str| a.annotations.get(k).map(|v| &*v.0);
             let resolved = a.status.0 == "resolved";
@@ -154,8 +117,8 @@ pub fn parse(source: &'static str, body: &[u8], now: Timestamp) -> Result<Vec<Si
                 environment: label(&["environment", "env"]),
                 deployment: label(&["deployment_id", "deployment"]),
                 at: match (resolved, a.ends_at) {
-                    (true, Some(end)) => end.0.unwrap_or(now),
-                    _ => a.starts_at.and_then(|start| start.0).unwrap_or(now),
+                    (true, Some(end)) => time_of(end).unwrap_or(now),
+                    _ => a.starts_at.and_then(time_of).unwrap_or(now),
                 },
                 detail: serde_json::json!({
                     "summary": annotation("summary").or(annotation("description")),
