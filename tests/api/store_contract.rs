@@ -904,6 +904,57 @@ mod cases {
         }
     }
 
+    /// Alert intake's usual batch: deliveries that write alerts and no
+    /// counters (Postgres records them with a statement of their own).
+    pub async fn batches_of_alerts_alone_record_each_delivery_once(t: &TestStore) {
+        let s = &t.store;
+        let only = |key: &str, alerts| rollback_guard::store::Ingest {
+            scope: "intake:test".into(),
+            key: key.into(),
+            rollups: vec![],
+            alerts,
+        };
+        // Within one batch, the copy's write (resolving p) is not applied.
+        let batch = [
+            only("e1", vec![alert("p", true, 1_000)]),
+            only("e2", vec![alert("q", true, 1_000)]),
+            only("e1", vec![alert("p", false, 1_100)]),
+        ];
+        assert_eq!(
+            s.ingest(&batch, T0, MIN).await.unwrap(),
+            [true, true, false]
+        );
+        // A retry of e2 beside a new e3: only e3 writes.
+        let batch = [
+            only("e2", vec![alert("q", false, 2_000)]),
+            only("e3", vec![alert("r", true, 2_000), alert("p", true, 2_000)]),
+        ];
+        assert_eq!(s.ingest(&batch, T0, MIN).await.unwrap(), [false, true]);
+        let state = |id: &'static str| async move {
+            let d = s.get_doc("alert", id).await.unwrap().unwrap();
+            let seen = |k: &str| d.body[k].as_i64().unwrap();
+            (d.status, seen("first_seen"), seen("last_seen"))
+        };
+        assert_eq!(state("p").await, ("firing".into(), 1_000, 2_000));
+        assert_eq!(state("q").await, ("firing".into(), 1_000, 1_000));
+        assert_eq!(state("r").await, ("firing".into(), 2_000, 2_000));
+        // A delivery that writes nothing is still recorded once.
+        assert_eq!(
+            s.ingest(&[only("e4", vec![])], T0, MIN).await.unwrap(),
+            [true]
+        );
+        assert_eq!(
+            s.ingest(&[only("e4", vec![])], T0, MIN).await.unwrap(),
+            [false]
+        );
+        // No counter was written along the way.
+        assert!(s
+            .rollups("production", "dpl_a", 0, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     pub async fn ingested_alerts_keep_first_seen_while_firing_in_and_across_batches(t: &TestStore) {
         let s = &t.store;
         // Stored firing since 1 000; a batch with two more firing writes keeps it.
@@ -1160,6 +1211,7 @@ contract!(
     audit_tails_and_subject_trails_read_only_what_they_return,
     concurrent_rollup_increments_are_not_lost,
     ingest_records_batches_and_counts_each_delivery_once,
+    batches_of_alerts_alone_record_each_delivery_once,
     ingested_alerts_keep_first_seen_while_firing_in_and_across_batches,
     long_runs_of_alert_writes_leave_the_states_of_their_writes,
     alert_states_read_during_intake_end_as_their_writes_left_them,

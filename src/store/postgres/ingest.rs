@@ -10,7 +10,9 @@
 //! retry of a recorded delivery, or a claim of a batch still in flight), the
 //! statement fails on the claims' unique key (see [`all_new_sql`]) and so
 //! writes nothing, and the batch goes again the careful way: claims first,
-//! then only the taken deliveries' writes, in an explicit transaction.
+//! then only the taken deliveries' writes, in an explicit transaction. A
+//! batch without counters (alert intake's usual batch) has a shorter
+//! statement of its own ([`all_new_no_counters_sql`]).
 //! Measured side by side at 16 deliveries per batch, the one statement took
 //! about a quarter less database CPU per batch than the careful way's two
 //! round trips and five statements (640 against 830-930 µs), and less than
@@ -31,6 +33,7 @@ use crate::store::{combine, ttl_millis, Ingest, RollupAdd, StoreResult};
 /// for every batch, and the text is the statement cache's key.
 pub(super) struct Statements {
     all_new: String,
+    all_new_no_counters: String,
     claim: String,
     add_rollups: String,
     append_alerts: String,
@@ -41,6 +44,7 @@ impl Statements {
         let s = |text: String| in_schema(&text, schema);
         Self {
             all_new: s(all_new_sql()),
+            all_new_no_counters: s(all_new_no_counters_sql()),
             claim: s(claim_sql()),
             add_rollups: s(add_rollups_sql(1)),
             append_alerts: s(append_alerts_sql(1, 8)),
@@ -92,14 +96,16 @@ impl PostgresStore {
         batch: &[Ingest],
         fresh: &[bool],
     ) -> StoreResult<bool> {
-        let statement = c
-            .prepare_cached(&self.ingest_sql.all_new)
-            .await
-            .map_err(pg_err)?;
         let writes = Writes::of(batch, fresh);
         let mut params: Vec<&(dyn ToSql + Sync)> = claims.params();
-        params.extend(writes.counter_params());
+        let text = if writes.counters.0.is_empty() {
+            &self.ingest_sql.all_new_no_counters
+        } else {
+            params.extend(writes.counter_params());
+            &self.ingest_sql.all_new
+        };
         params.extend(writes.alert_params());
+        let statement = c.prepare_cached(text).await.map_err(pg_err)?;
         match c.execute(&statement, &params).await {
             Ok(_) => Ok(true),
             Err(e) if recorded_already(&e) => Ok(false),
@@ -252,6 +258,29 @@ fn all_new_sql() -> String {
     )
 }
 
+/// [`all_new_sql`] for a batch without counters (alerts only, the usual
+/// batch of alert intake): the claims and the alert log, with no counters
+/// and no final reads (parameters: [`Claims::params`], then
+/// [`Writes::alert_params`] from `$5`). With no counter to lock, the order
+/// in which Postgres runs the two does not matter: the claims are the only
+/// rows locked, and the alert writes are appended. A held claim fails the
+/// statement as it fails [`all_new_sql`]. Alternated with [`all_new_sql`]
+/// on batches of 12 alerts (the backend's CPU, interleaved in one run):
+/// 21.0 against 23.0 µs per delivery; in the benchmark's Postgres runs,
+/// alternated four times, the database's CPU per alert went from 16-19 to
+/// 13-17 µs and the rate up by about a tenth.
+fn all_new_no_counters_sql() -> String {
+    format!(
+        "WITH claimed AS (
+           INSERT INTO {{s}}.once_claims (scope, key, expires_at)
+           SELECT s, k, {} FROM unnest($1::text[], $2::text[]) AS t(s, k)
+           RETURNING 1)
+         {}",
+        ts(3),
+        append_alerts_sql(5, 4)
+    )
+}
+
 /// The claims' key, whose violation is a one-statement batch holding a
 /// recorded delivery (see [`all_new_sql`]).
 const CLAIMS_KEY: &str = "once_claims_pkey";
@@ -396,9 +425,13 @@ mod tests {
 
     #[test]
     fn the_one_statement_claims_fail_on_a_held_claim_instead_of_updating_it() {
-        let sql = all_new_sql();
-        let claims = &sql[..sql.find("counters AS").unwrap()];
-        assert!(claims.contains("INSERT INTO {s}.once_claims"));
-        assert!(!claims.contains("ON CONFLICT"), "{claims}");
+        for (sql, end) in [
+            (all_new_sql(), "counters AS"),
+            (all_new_no_counters_sql(), "INSERT INTO {s}.alert_log"),
+        ] {
+            let claims = &sql[..sql.find(end).unwrap()];
+            assert!(claims.contains("INSERT INTO {s}.once_claims"));
+            assert!(!claims.contains("ON CONFLICT"), "{claims}");
+        }
     }
 }
