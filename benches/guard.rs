@@ -67,11 +67,11 @@ fn alert_body(i: usize) -> serde_json::Value {
                        "annotations": {"summary": "bench"}, "startsAt": "2026-11-25T10:00:00Z", "fingerprint": format!("{i:016x}")}]})
 }
 
-/// CPU seconds used so far by this process (the guard and the load
-/// generator) and by every process whose name starts with `server` (read
-/// from /proc: Linux; zeros elsewhere). /proc counts in USER_HZ, 100 on
-/// Linux whatever the kernel's own tick.
-fn cpu_seconds(server: &str) -> (f64, f64) {
+/// CPU seconds used so far: by this process, by its load generator's
+/// threads (see [`loadgen`]), and by every process whose name starts with
+/// `server` (read from /proc: Linux; zeros elsewhere). /proc counts in
+/// USER_HZ, 100 on Linux whatever the kernel's own tick.
+fn cpu_seconds(server: &str) -> (f64, f64, f64) {
     fn ticks(stat: &str) -> Option<(String, f64)> {
         let open = stat.find('(')?;
         let close = stat.rfind(')')?;
@@ -79,36 +79,84 @@ fn cpu_seconds(server: &str) -> (f64, f64) {
         let t = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
         Some((stat[open + 1..close].to_string(), t / 100.0))
     }
+    let stats = |dir: &str| -> Vec<(String, f64)> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                ticks(&stat)
+            })
+            .collect()
+    };
     let own = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| ticks(&s))
         .map_or(0.0, |(_, t)| t);
-    let mut servers = 0.0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Some((comm, t)) = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|s| ticks(&s))
-        {
-            if comm.starts_with(server) {
-                servers += t;
-            }
-        }
-    }
-    (own, servers)
+    let of = |list: Vec<(String, f64)>, prefix: &str| -> f64 {
+        list.iter()
+            .filter(|(comm, _)| comm.starts_with(prefix))
+            .map(|(_, t)| t)
+            .sum()
+    };
+    let loadgen = of(stats("/proc/self/task"), LOADGEN);
+    (own, loadgen, of(stats("/proc"), server))
 }
 
-/// Runs `load` and returns its result with the CPU per alert, in µs, of this
-/// process and of the `server` processes while it ran.
+/// CPU per alert, in µs, while a load ran.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    /// This process but its load generator: the guard, in the guard's runs.
+    guard: f64,
+    loadgen: f64,
+    server: f64,
+}
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.guard + self.loadgen + self.server
+    }
+}
+
+/// Runs `load` and returns its result with the CPU per alert (µs) used
+/// meanwhile by this process (split into the load generator and the rest)
+/// and by the `server` processes.
 async fn with_cpu<T>(
     server: &str,
     alerts: usize,
     load: impl std::future::Future<Output = T>,
-) -> (T, f64, f64) {
-    let (own0, srv0) = cpu_seconds(server);
+) -> (T, Cpu) {
+    let (own0, lg0, srv0) = cpu_seconds(server);
     let out = load.await;
-    let (own1, srv1) = cpu_seconds(server);
+    let (own1, lg1, srv1) = cpu_seconds(server);
     let per = |d: f64| d * 1e6 / alerts as f64;
-    (out, per(own1 - own0), per(srv1 - srv0))
+    let cpu = Cpu {
+        guard: per((own1 - own0) - (lg1 - lg0)),
+        loadgen: per(lg1 - lg0),
+        server: per(srv1 - srv0),
+    };
+    (out, cpu)
+}
+
+/// Names of the load generator's threads.
+const LOADGEN: &str = "loadgen";
+
+/// The load generator's own runtime, one thread per core (as `wrk -t`):
+/// the OS schedules its threads beside the server's, as it would a `wrk`
+/// process. On the guard's runtime, the guard's tasks queued behind 32
+/// clients' tasks, which no server has in production and Alertmanager did
+/// not have here.
+fn loadgen() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name(LOADGEN)
+            .enable_all()
+            .build()
+            .expect("the load generator's runtime")
+    })
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -227,7 +275,7 @@ where
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
         let (make, next, addr) = (Arc::clone(&make), Arc::clone(&next), addr.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(loadgen().spawn(async move {
             let mut lat = Vec::new();
             let mut conn: Option<tokio::net::TcpStream> = None;
             let mut buf = Vec::new();
@@ -437,8 +485,7 @@ impl AsRef<[u8]> for Nth {
 struct Run {
     rate: f64,
     lat: Vec<f64>,
-    own: f64,
-    srv: f64,
+    cpu: Cpu,
 }
 
 impl Run {
@@ -451,8 +498,11 @@ impl Run {
         Run {
             rate: median(runs.iter().map(|r| r.rate).collect()),
             lat,
-            own: mean(|r| r.own),
-            srv: mean(|r| r.srv),
+            cpu: Cpu {
+                guard: mean(|r| r.cpu.guard),
+                loadgen: mean(|r| r.cpu.loadgen),
+                server: mean(|r| r.cpu.server),
+            },
         }
     }
 
@@ -539,14 +589,8 @@ async fn bench_intake() {
         let from = WARMUP + round * PER_ROUND;
         let mut r = Vec::new();
         for (target, server) in &systems {
-            let ((rate, lat), own, srv) =
-                with_cpu(server, PER_ROUND, target.run(from, PER_ROUND)).await;
-            r.push(Run {
-                rate,
-                lat,
-                own,
-                srv,
-            });
+            let ((rate, lat), cpu) = with_cpu(server, PER_ROUND, target.run(from, PER_ROUND)).await;
+            r.push(Run { rate, lat, cpu });
         }
         runs.push(r.try_into().unwrap_or_else(|_| unreachable!()));
     }
@@ -583,21 +627,25 @@ async fn bench_intake() {
     );
     println!("  ratio guard(Postgres) / alertmanager  : {:.2}x", ratio(0));
     println!("  ratio guard(Redis) / alertmanager     : {:.2}x", ratio(1));
-    // Where the CPU goes: the load generator's share is what this process
-    // used during the Alertmanager runs (there it only sends).
-    println!("  CPU per alert, µs, over all rounds (this process = guard + load generator; then the server):");
-    println!(
-        "    Postgres runs     : {:>5.1} + postgres {:>5.1}",
-        pg_sum.own, pg_sum.srv
-    );
-    println!(
-        "    Redis runs        : {:>5.1} + redis-server {:>5.1}",
-        redis_sum.own, redis_sum.srv
-    );
-    println!(
-        "    Alertmanager runs : {:>5.1} (load generator only) + alertmanager {:>5.1}",
-        am_sum.own, am_sum.srv
-    );
+    // Where the CPU goes: this process is split into the load generator's
+    // threads and the rest (the guard, in its runs).
+    println!("  CPU per alert, µs, over all rounds (guard + load generator + server):");
+    for (name, sum, server) in [
+        ("Postgres runs    ", &pg_sum, "postgres"),
+        ("Redis runs       ", &redis_sum, "redis-server"),
+        ("Alertmanager runs", &am_sum, "alertmanager"),
+    ] {
+        let c = sum.cpu;
+        // In Alertmanager's runs the guard is idle: no column for it.
+        let (guard, total) = match server {
+            "alertmanager" => ("    -".to_string(), c.loadgen + c.server),
+            _ => (format!("{:>5.1}", c.guard), c.total()),
+        };
+        println!(
+            "    {name} : {guard} + {:>5.1} + {server} {:>5.1}  = {total:.1}",
+            c.loadgen, c.server
+        );
+    }
     // How the guard's group commit batched (see flows/intake/batch.rs).
     for ((name, a), before) in [("Postgres", &app), ("Redis", &redis_app)]
         .into_iter()
@@ -625,7 +673,7 @@ async fn bench_intake() {
     ];
     for (name, server, store) in stores {
         let started = Instant::now();
-        let (listed, own, srv) = with_cpu(server, total, async {
+        let (listed, cpu) = with_cpu(server, total, async {
             let filter = rollback_guard::store::DocFilter {
                 scope: Some("production".into()),
                 status: Some("firing".into()),
@@ -637,8 +685,8 @@ async fn bench_intake() {
         println!(
             "  alert log fold ({name:<8}), at the first read after the rounds: {total} writes in {:>4.0} ms, {:.1} + {server} {:.1} µs of CPU per alert",
             started.elapsed().as_secs_f64() * 1000.0,
-            own,
-            srv
+            cpu.guard + cpu.loadgen,
+            cpu.server
         );
     }
 
@@ -653,8 +701,8 @@ async fn bench_intake() {
         let target = Target {
             requests: twice(&target.requests),
         };
-        let ((rate, _), own, srv) = with_cpu(server, PER_ROUND, target.run(0, PER_ROUND)).await;
-        ha.push((rate, own + srv));
+        let ((rate, _), cpu) = with_cpu(server, PER_ROUND, target.run(0, PER_ROUND)).await;
+        ha.push((rate, cpu.total()));
     }
     println!(
         "  HA pair, every notification twice (one run of {PER_ROUND} requests): Postgres {:>6.0}/s  Redis {:>6.0}/s  Alertmanager {:>6.0}/s   ratios {:.2}x  {:.2}x",
