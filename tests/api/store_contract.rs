@@ -1955,3 +1955,76 @@ async fn a_pooled_postgres_connection_the_server_ended_while_idle_is_replaced_no
     .unwrap();
     assert!(t.store.get_doc("incident", "warm").await.unwrap().is_none());
 }
+
+/// Redis forgets scripts (a restart, `SCRIPT FLUSH`, a failover to a
+/// replica that never loaded them): a batch then loads the ingest script
+/// and is recorded as usual, counters and alert writes included. On a
+/// Redis server of its own: scripts are server-wide, and a flush on the
+/// shared one races other tests' scripts between their load and their
+/// retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_batch_loads_the_ingest_script_when_redis_has_forgotten_it() {
+    use rollback_guard::core::clock::Timestamp;
+    use rollback_guard::store::{RedisStore, Store};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = tokio::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start redis-server");
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = client.get_multiplexed_async_connection().await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut conn = conn.expect("redis-server answers");
+    let store = RedisStore::connect(&url, "forgets:", Default::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let now = Timestamp::from_millis(1_764_000_000_000);
+    let ttl = std::time::Duration::from_secs(60);
+    let mut alerted = counted("k1", "production");
+    alerted.alerts = vec![rollback_guard::store::AlertWrite {
+        id: "forgotten".into(),
+        environment: "production".into(),
+        firing: true,
+        at: 5_000,
+        body: rollback_guard::store::JsonText::of(&serde_json::json!({"name": "forgotten"}))
+            .unwrap(),
+    }];
+    let batches = [
+        ([alerted, counted("k2", "production")], [true, true]),
+        (
+            [counted("k1", "production"), counted("k3", "production")],
+            [false, true],
+        ),
+    ];
+    for (batch, taken) in batches {
+        let _: () = ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.ingest(&batch, now, ttl).await.unwrap(), taken);
+    }
+    let rows = store
+        .rollups("production", "dpl_a", 100, 101)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].value, 30.0);
+    let alert = store.get_doc("alert", "forgotten").await.unwrap().unwrap();
+    assert_eq!(alert.status, "firing");
+}
