@@ -443,13 +443,7 @@ impl RedisStore {
         let mut key = String::new();
         let mut add_key = |cmd: &mut redis::Cmd, parts: &[&str]| {
             key.clear();
-            key.push_str(&self.prefix);
-            for (i, part) in parts.iter().enumerate() {
-                if i > 0 {
-                    key.push(':');
-                }
-                key.push_str(part);
-            }
+            self.write_key(&mut key, parts);
             cmd.arg(key.as_str());
         };
         for item in batch {
@@ -489,9 +483,21 @@ impl RedisStore {
     }
 
     fn key(&self, parts: &[&str]) -> String {
-        let mut k = self.prefix.clone();
-        k.push_str(&parts.join(":"));
+        let mut k = String::new();
+        self.write_key(&mut k, parts);
         k
+    }
+
+    /// Appends the key of `parts` (this store's prefix, then the parts
+    /// joined by `:`) to `out`.
+    fn write_key(&self, out: &mut String, parts: &[&str]) {
+        out.push_str(&self.prefix);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            out.push_str(part);
+        }
     }
 
     /// Deletes every key under this store's prefix (tests, uninstall).
