@@ -395,11 +395,12 @@ pub async fn connect_with(
 ) -> StoreResult<Arc<dyn Store>> {
     let inner: Arc<dyn Store> = timed::bounded(timeouts.connect, "a connect", async {
         Ok(match cfg {
-            StoreConfig::Postgres { url, schema } => Arc::new(PostgresStore::connect(
-                url.expose(),
-                schema,
-                timeouts.connect,
-            )?) as Arc<dyn Store>,
+            // Cancelled on the server before `TimedStore` gives up on it
+            // (six operations).
+            StoreConfig::Postgres { url, schema } => Arc::new(
+                PostgresStore::connect(url.expose(), schema, timeouts.connect)?
+                    .with_migration_limit(timeouts.operation * 5),
+            ) as Arc<dyn Store>,
             StoreConfig::Redis { url, prefix } => {
                 Arc::new(RedisStore::connect(url.expose(), prefix, timeouts).await?)
             }

@@ -2028,3 +2028,64 @@ async fn a_redis_batch_loads_the_ingest_script_when_redis_has_forgotten_it() {
     let alert = store.get_doc("alert", "forgotten").await.unwrap().unwrap();
     assert_eq!(alert.status, "firing");
 }
+
+/// A migration that outlives its bound (here, blocked by another session's
+/// lock on a table it alters) is cancelled on the server, not only given
+/// up on by the guard: before, the statement went on waiting, and would
+/// have held its lock against every later query of the table once it got
+/// it. After the error, no backend is left running the migration, and the
+/// next migration, the blocker gone, applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_migration_past_its_bound_is_cancelled_on_the_server() {
+    use rollback_guard::store::{PostgresStore, Store};
+    let (_t, url, schema) = postgres_store().await;
+    let admin = session(&url).await;
+    admin
+        .batch_execute(&format!(
+            "DELETE FROM \"{schema}\".schema_migrations WHERE version > 5"
+        ))
+        .await
+        .unwrap();
+    let blocker = session(&url).await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\".once_claims IN ACCESS SHARE MODE"
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&url, &schema, std::time::Duration::from_secs(5))
+        .unwrap()
+        .with_migration_limit(std::time::Duration::from_millis(800));
+    let started = std::time::Instant::now();
+    let e = store.migrate().await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{e}");
+    assert!(e.to_string().contains("cancelled"), "{e}");
+    // The cancel is asynchronous: give the server a moment.
+    // This schema's migration (other tests migrate schemas of their own).
+    let altered = format!("\"{schema}\".once_claims");
+    let waiting = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND state = 'active' AND position($1 in query) > 0
+                   AND query LIKE '%COLLATE%'",
+                &[&altered],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let mut left = waiting().await;
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        left = waiting().await;
+    }
+    assert_eq!(left, 0, "the migration still runs on the server");
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let m = store.migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (5, 6));
+}

@@ -147,7 +147,18 @@ pub struct PostgresStore {
     ingest_sql: ingest::Statements,
     /// The alert log's fold statements, likewise.
     alert_log_sql: alert_log::Statements,
+    /// How long a migration may take before it is cancelled on the server
+    /// (see [`Store::migrate`]).
+    migration_limit: Duration,
 }
+
+/// A migration's bound unless set ([`PostgresStore::with_migration_limit`];
+/// the configured store sets five operations): under [`TimedStore`]'s own
+/// for a migration with the default timeouts (six operations, 30 s), so the
+/// server's statement is cancelled before the guard gives up on it.
+///
+/// [`TimedStore`]: super::timed::TimedStore
+pub const MIGRATION_LIMIT: Duration = Duration::from_secs(25);
 
 /// Connections per instance.
 const POOL_SIZE: usize = 8;
@@ -218,11 +229,61 @@ impl PostgresStore {
             pool,
             schema: schema.to_string(),
             server,
+            migration_limit: MIGRATION_LIMIT,
         })
+    }
+
+    /// The same store, its migrations cancelled after `limit`.
+    pub fn with_migration_limit(mut self, limit: Duration) -> Self {
+        self.migration_limit = limit;
+        self
     }
 }
 
 impl PostgresStore {
+    /// [`Store::migrate`]'s work, on `c`.
+    async fn migrate_on(&self, c: &mut Conn) -> StoreResult<Migration> {
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Serialises concurrent cold starts; released at commit.
+        let lock_key = format!("rollback_guard.migrate.{}", self.schema);
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
+            .await
+            .map_err(pg_err)?;
+        tx.batch_execute(&self.sql(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+                 version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        ))
+        .await
+        .map_err(pg_err)?;
+        let row = tx
+            .query_one(
+                &self.sql("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"),
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        let current: i32 = row.get(0);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            let version = i32::try_from(i + 1).expect("few migrations");
+            if version <= current {
+                continue;
+            }
+            tx.batch_execute(&self.sql(m)).await.map_err(pg_err)?;
+            tx.execute(
+                &self.sql("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
+                &[&version],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Migration {
+            from: u32::try_from(current).unwrap_or(0),
+            to: u32::try_from(MIGRATIONS.len()).expect("few migrations"),
+        })
+    }
+
     /// Drops the guard's schema and everything in it (tests, uninstall).
     pub async fn drop_schema(&self) -> StoreResult<()> {
         let c = self.client().await?;
@@ -399,47 +460,30 @@ impl Store for PostgresStore {
             .map(|_| ())
     }
 
+    /// Applies the migrations not applied yet, in one transaction. One
+    /// that outlives [`Self::with_migration_limit`] is cancelled on the
+    /// server: dropped by the guard alone, its statement would go on (a
+    /// schema change waiting for, then holding, a lock that every query of
+    /// its table waits behind) until it ended, then roll back.
     async fn migrate(&self) -> StoreResult<Migration> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        // Serialises concurrent cold starts; released at commit.
-        let lock_key = format!("rollback_guard.migrate.{}", self.schema);
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
-            .await
-            .map_err(pg_err)?;
-        tx.batch_execute(&self.sql(
-            "CREATE SCHEMA IF NOT EXISTS {s};
-             CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
-                 version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        ))
-        .await
-        .map_err(pg_err)?;
-        let row = tx
-            .query_one(
-                &self.sql("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"),
-                &[],
-            )
-            .await
-            .map_err(pg_err)?;
-        let current: i32 = row.get(0);
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            let version = i32::try_from(i + 1).expect("few migrations");
-            if version <= current {
-                continue;
+        let cancel = c.cancel_token();
+        match tokio::time::timeout(self.migration_limit, self.migrate_on(&mut c)).await {
+            Ok(done) => done,
+            Err(_) => {
+                let cancelled = cancel.cancel_query(tls()).await;
+                // Its transaction aborted: the connection leaves the pool.
+                let _ = deadpool_postgres::Object::take(c.0);
+                Err(StoreError::Unavailable(format!(
+                    "the migration did not finish within {} ms and was {}",
+                    self.migration_limit.as_millis(),
+                    match cancelled {
+                        Ok(()) => "cancelled".to_string(),
+                        Err(e) => format!("not cancelled: {}", crate::core::cause::chain(&e)),
+                    }
+                )))
             }
-            tx.batch_execute(&self.sql(m)).await.map_err(pg_err)?;
-            tx.execute(
-                &self.sql("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
-                &[&version],
-            )
-            .await
-            .map_err(pg_err)?;
         }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(Migration {
-            from: u32::try_from(current).unwrap_or(0),
-            to: u32::try_from(MIGRATIONS.len()).expect("few migrations"),
-        })
     }
 
     async fn try_acquire_lease(
