@@ -65,13 +65,15 @@ impl Recent {
         }
     }
 
-    fn hash(&self, scope: &str, key: &str) -> u64 {
-        self.hasher.hash_one((scope, key))
+    /// The one hash of a claim: for looking it up, and for placing an
+    /// entry when its table grows.
+    fn hash(hasher: &RandomState, scope: &str, key: &str) -> u64 {
+        hasher.hash_one((scope, key))
     }
 
     /// Records that the claim (`scope`, `key`) is held until `until`.
     pub fn insert(&mut self, scope: String, key: String, until: Timestamp) {
-        let hash = self.hash(&scope, &key);
+        let hash = Self::hash(&self.hasher, &scope, &key);
         let same = |e: &Entry| e.scope == scope && e.key == key;
         if let Some(e) = self.current.find_mut(hash, same) {
             e.until = until;
@@ -86,14 +88,14 @@ impl Recent {
         let entry = Entry { scope, key, until };
         let hasher = &self.hasher;
         self.current
-            .insert_unique(hash, entry, |e| hasher.hash_one((&e.scope, &e.key)));
+            .insert_unique(hash, entry, |e| Self::hash(hasher, &e.scope, &e.key));
     }
 
     /// Whether the store holds the claim at `now`, by what this instance
     /// recorded: a delivery of it now is a duplicate. (`false` says only
     /// that this instance does not know.)
     pub fn holds(&self, scope: &str, key: &str, now: Timestamp) -> bool {
-        let hash = self.hash(scope, key);
+        let hash = Self::hash(&self.hasher, scope, key);
         let same = |e: &Entry| e.scope == scope && e.key == key;
         self.current
             .find(hash, same)
