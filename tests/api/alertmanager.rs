@@ -53,11 +53,7 @@ receivers:
 "#
     );
     std::fs::write(dir.path().join("am.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let child = tokio::process::Command::new(bin)
         .arg(format!(
             "--config.file={}",

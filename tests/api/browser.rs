@@ -23,11 +23,7 @@ impl Browser {
                 "{bin} missing: install Debian's chromium and chromium-driver (.ci/run does)"
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::helpers::free_port();
         let driver = tokio::process::Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())

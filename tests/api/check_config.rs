@@ -112,11 +112,7 @@ async fn a_store_that_does_not_answer_fails_the_check_and_names_the_host() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ready.toml"), READY).unwrap();
     // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let url = format!("postgres://guard:secret-password@127.0.0.1:{port}/guard");
     let (code, out) = check_config(
         dir.path(),

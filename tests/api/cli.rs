@@ -375,11 +375,7 @@ async fn serve_keeps_serving_after_its_stdout_is_closed() {
         r#"{"crons": [{"path": "/api/cron/probe", "schedule": "* * * * *"}]}"#,
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
         .args(["serve", "--port", &port.to_string()])
         .current_dir(dir.path())
@@ -433,11 +429,7 @@ async fn a_bad_url_or_an_unreachable_guard_says_why() {
     assert!(err.contains("--url \"notaurl\" is not a URL"), "{err}");
     assert!(!err.contains("builder error"), "{err}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollback-guard"))
         .args(["incidents", "--url", &format!("http://127.0.0.1:{port}")])
         .env_clear()
@@ -476,11 +468,7 @@ async fn status_shows_why_the_guard_is_not_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_whose_verification_fails_says_why_and_exits_1() {
     // The environment's probe hits a port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::helpers::free_port();
     let policy = format!(
         "[environments.production]\napprovers = [\"alice@example.com\"]\n[channels]\norder = [\"console\"]\n[[probes]]\nname = \"home\"\nurl = \"http://127.0.0.1:{closed}/\"\n"
     );

@@ -26,11 +26,7 @@ struct Server {
 }
 
 async fn start(vars: &[(&str, String)], dir: &std::path::Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollback-guard"));
     cmd.args(["serve", "--port", &port.to_string()])
         .current_dir(dir)

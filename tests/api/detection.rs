@@ -54,11 +54,7 @@ async fn probes_run_concurrently_and_record_failures_per_deployment() {
     ])
     .await;
     // Nothing listens there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::helpers::free_port();
     let policy = format!(
         r#"
 [[probes]]

@@ -15,15 +15,10 @@ struct Function {
     port: u16,
 }
 
-async fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Starts a function binary in an empty directory on SQLite, and waits for its
 /// readiness line.
 async fn start(exe: &str, dir: &std::path::Path) -> Function {
-    let port = free_port().await;
+    let port = crate::helpers::free_port();
     let mut child = Command::new(exe)
         .current_dir(dir)
         .env_clear()

@@ -1966,11 +1966,7 @@ async fn a_pooled_postgres_connection_the_server_ended_while_idle_is_replaced_no
 async fn a_redis_batch_loads_the_ingest_script_when_redis_has_forgotten_it() {
     use rollback_guard::core::clock::Timestamp;
     use rollback_guard::store::{RedisStore, Store};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let _server = tokio::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no"])

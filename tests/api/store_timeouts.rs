@@ -15,14 +15,6 @@ use tokio::net::{TcpListener, TcpStream};
 use super::helpers::{config, TestApp};
 use super::senders::{post_generic, GENERIC};
 
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Accepts connections and never says a word.
 async fn silent_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,7 +51,7 @@ async fn refused_within(app: &TestApp, max: Duration, case: &str) {
 
 #[tokio::test]
 async fn redis_down_or_silent_answers_503_quickly() {
-    let closed = format!("redis://127.0.0.1:{}", closed_port());
+    let closed = format!("redis://127.0.0.1:{}", crate::helpers::free_port());
     refused_within(
         &app(&[("REDIS_URL", &closed)]).await,
         Duration::from_secs(5),
@@ -77,7 +69,10 @@ async fn redis_down_or_silent_answers_503_quickly() {
 
 #[tokio::test]
 async fn postgres_down_or_silent_answers_503_quickly() {
-    let closed = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let closed = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        crate::helpers::free_port()
+    );
     refused_within(
         &app(&[("DATABASE_URL", &closed)]).await,
         Duration::from_secs(5),

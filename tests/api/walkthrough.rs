@@ -40,11 +40,7 @@ async fn line_with(lines: &mut mpsc::UnboundedReceiver<String>, needle: &str) ->
 async fn the_readme_walkthrough_runs_end_to_end_on_the_console_channel() {
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut vars = example_env();
     for (k, v) in vars.iter_mut() {
