@@ -105,7 +105,7 @@ fn cpu_seconds(server: &str) -> (f64, f64, f64) {
 }
 
 /// CPU per alert, in µs, while a load ran.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Cpu {
     /// This process but its load generator: the guard, in the guard's runs.
     guard: f64,
